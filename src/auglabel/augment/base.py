@@ -1,0 +1,91 @@
+"""Augmentation interface.
+
+An augmentation is an ``nn.Module`` whose ``forward(batch, generator=..., model=...)`` returns a
+new :class:`~auglabel.batch.Batch`, reporting per sample what it did in ``batch.info``.
+Randomness comes only from the explicit ``generator`` (a ``torch.Generator`` on the batch's
+device), so a run is reproducible and each sample gets its own draw.
+
+Conventions for ``info`` keys that label strategies understand:
+    ``distance``  float in [0, 1]: how far the sample moved from its clean image (AutoLabel).
+    ``partner``   int64 row of the mixing partner inside the batch (mixup, CutMix, PLS).
+    ``gamma``     float weight of the sample's own image in a mix.
+    ``view``      int64 view id (0 = clean) for multi-view batches.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import Batch
+from ..registry import Registry
+
+AUGMENTATIONS: Registry["Augmentation"] = Registry("augmentation")
+
+
+class Augmentation(nn.Module):
+    """Base class: identity.  Subclasses override :meth:`forward` and maybe :meth:`extra_loss`."""
+
+    #: True when ``forward`` reports ``info["distance"]`` in [0, 1] per sample.
+    reports_distance: bool = False
+
+    def forward(self, batch: Batch, *, generator: torch.Generator, model: nn.Module | None = None) -> Batch:  # noqa: ARG002
+        return batch
+
+    def extra_loss(self, logits: Tensor, batch: Batch) -> Tensor | None:  # noqa: ARG002
+        """A loss term this augmentation adds (AugMix's JSD), or None."""
+        return None
+
+    def on_epoch_end(self, context: Any) -> dict[str, float]:  # noqa: ARG002
+        """Hook after each training epoch; returns scalars to log."""
+        return {}
+
+
+@AUGMENTATIONS.register("none")
+class NoAugmentation(Augmentation):
+    """Clean images, nothing reported."""
+
+
+def _uniform(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    return torch.rand(n, generator=generator, device=device)
+
+
+@AUGMENTATIONS.register("standard")
+class StandardAugmentation(Augmentation):
+    """Random crop with zero padding and (optionally) random horizontal flip, per sample.
+
+    Args:
+        padding: pixels of zero padding before the random crop back to the input size.
+        flip: whether to flip horizontally with probability 0.5.
+    """
+
+    def __init__(self, padding: int = 2, flip: bool = True):
+        super().__init__()
+        from ..errors import ConfigError
+
+        if padding < 0:
+            raise ConfigError(f"standard augmentation: padding must be >= 0, got {padding}")
+        self.padding = padding
+        self.flip = flip
+
+    def forward(self, batch: Batch, *, generator: torch.Generator, model: nn.Module | None = None) -> Batch:
+        x = batch.inputs
+        n, _, h, w = x.shape
+        p = self.padding
+        info: dict[str, Tensor] = {}
+        if p > 0:
+            padded = nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+            cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+            batch_idx = torch.arange(n, device=x.device)[:, None, None]
+            # gather the crop: padded[b, :, rows[b, i], cols[b, j]]
+            x = padded.permute(0, 2, 3, 1)[batch_idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+            info["crop_offset"] = torch.stack([dy, dx], dim=1) - p
+        if self.flip:
+            flipped = _uniform(n, generator, x.device) < 0.5
+            x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+            info["flipped"] = flipped
+        return batch.replace(inputs=x.contiguous(), info=info)
