@@ -10,6 +10,7 @@ Conventions for ``info`` keys that label strategies understand:
     ``partner``   int64 row of the mixing partner inside the batch (mixup, CutMix, PLS).
     ``gamma``     float weight of the sample's own image in a mix.
     ``view``      int64 view id (0 = clean) for multi-view batches.
+    ``group``     int64 in [0, bucket_groups): a second, discrete distance axis (AugMix's depth - 1).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class Augmentation(nn.Module):
 
     #: True when ``forward`` reports ``info["distance"]`` in [0, 1] per sample.
     reports_distance: bool = False
+    #: Number of values of ``info["group"]`` (a discrete distance axis, e.g. AugMix chain depth).
+    bucket_groups: int = 1
 
     def forward(self, batch: Batch, *, generator: torch.Generator, model: nn.Module | None = None) -> Batch:  # noqa: ARG002
         return batch
@@ -40,6 +43,18 @@ class Augmentation(nn.Module):
     def on_epoch_end(self, context: Any) -> dict[str, float]:  # noqa: ARG002
         """Hook after each training epoch; returns scalars to log."""
         return {}
+
+    def apply_at_distance(self, batch: Batch, distance: Tensor, *, generator: torch.Generator,
+                          model: nn.Module | None = None, group: Tensor | None = None) -> Batch:
+        """Augment each sample at a GIVEN distance in [0, 1] (and ``group``), for AutoLabel's
+        augmented validation sets.  Returns a single-view batch whose ``labels`` are the classes
+        that count as correct (for mixup: the dominant image's class).  Augmentations that cannot
+        be driven this way leave this unimplemented."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be applied at a given distance")
+
+    @classmethod
+    def supports_distance_control(cls) -> bool:
+        return cls.apply_at_distance is not Augmentation.apply_at_distance
 
 
 @AUGMENTATIONS.register("none")

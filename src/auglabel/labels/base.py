@@ -25,6 +25,10 @@ class LabelStrategy(nn.Module):
     #: info keys the strategy reads from the batch; checked at configuration time.
     requires_info: tuple[str, ...] = ()
 
+    def bind(self, augment: nn.Module) -> None:  # noqa: ARG002
+        """Called once at configuration time with the run's augmentation, before any state is
+        loaded: a strategy that depends on it (AutoLabel's bucket grid) checks and sizes itself here."""
+
     def targets(self, logits: Tensor, batch: Batch) -> Tensor:
         """Soft targets of shape (N, K); each row sums to 1."""
         raise NotImplementedError

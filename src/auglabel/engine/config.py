@@ -1,0 +1,114 @@
+"""Experiment configuration: typed dataclasses parsed from YAML + command-line overrides.
+
+jsonargparse turns these dataclasses into a parser (``--optim.lr 0.1``, ``--labels.params.eps 0.2``);
+:meth:`ExperimentConfig.validate` checks values that types cannot (ranges, names) so a bad value
+fails at configuration time with one clear line, before any data is loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Union
+
+from ..errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and how to split it.
+
+    Attributes:
+        name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder or digits.
+        root: explicit data directory (else env var, user cache, /usr/share/datasets).
+        val_size: clean stratified validation split carved from train: a count or a fraction.
+        train_subset: use a stratified subset of this many training samples (None: all).
+        test_subset: evaluate on a stratified subset of this many test samples (None: all).
+    """
+
+    name: str = "fashion_mnist"
+    root: Optional[str] = None
+    val_size: Union[int, float] = 5000
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+
+
+@dataclass
+class ComponentConfig:
+    """A registry name plus keyword parameters for it."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """SGD with Nesterov momentum, linear warm-up then cosine decay (per step)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    threads: Optional[int] = None
+    deterministic: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one training run needs; saved resolved as ``config.yaml`` in the run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ComponentConfig = field(default_factory=lambda: ComponentConfig("small_cnn"))
+    augment: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))
+    labels: ComponentConfig = field(default_factory=lambda: ComponentConfig("onehot"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: Optional[str] = None
+
+    def validate(self) -> "ExperimentConfig":
+        o, t, d = self.optim, self.train, self.data
+        _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+        _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+        _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        _check(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+        _check(not (o.nesterov and o.momentum == 0), "optim.nesterov needs momentum > 0")
+        _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+        _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+        _check(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
+        _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1, got {t.threads}")
+        _check(d.val_size > 0, f"data.val_size must be > 0, got {d.val_size}")
+        for key in ("train_subset", "test_subset"):
+            value = getattr(d, key)
+            _check(value is None or value >= 1, f"data.{key} must be >= 1, got {value}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ExperimentConfig":
+        try:
+            return cls(
+                data=DataConfig(**raw.get("data", {})),
+                model=ComponentConfig(**raw.get("model", {"name": "small_cnn"})),
+                augment=ComponentConfig(**raw.get("augment", {"name": "none"})),
+                labels=ComponentConfig(**raw.get("labels", {"name": "onehot"})),
+                optim=OptimConfig(**raw.get("optim", {})),
+                train=TrainConfig(**raw.get("train", {})),
+                run_dir=raw.get("run_dir"),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

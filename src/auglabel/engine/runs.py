@@ -1,0 +1,67 @@
+"""Reopen a finished (or interrupted) run directory: its config, splits and trained model."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ..errors import CheckpointError
+from ..report import write_json_atomic
+from .build import Splits, load_splits, make_methods, make_model
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .config import ExperimentConfig
+from .step import TrainingStep
+from .trainer import CONFIG_NAME, METRICS_NAME
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: ExperimentConfig
+    splits: Splits
+    model: nn.Module
+    epoch: int
+
+    def update_metrics(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``updates`` into the run's metrics.json (atomic rewrite)."""
+        path = self.run_dir / METRICS_NAME
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        metrics.update(updates)
+        write_json_atomic(metrics, path)
+        return metrics
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not an auglabel run directory (no {CONFIG_NAME})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} does not hold a configuration")
+    return ExperimentConfig.from_dict(raw).validate()
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    cfg = read_run_config(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+    splits = load_splits(cfg)
+    augment, labels = make_methods(cfg)
+    step = TrainingStep(make_model(cfg, splits), augment, labels)
+    try:
+        step.load_state_dict(state["step"])
+    except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its config: {first}") from None
+    model = step.model.to(device).eval()
+    return LoadedRun(run_dir, cfg, splits, model, int(state.get("epoch", 0)))
