@@ -205,14 +205,49 @@ def test_resumed_run_continues_the_same_trajectory(digits_config, tmp_path):
     def config():
         cfg = digits_config(epochs=3)
         cfg.augment = ComponentConfig("gaussian_noise", {"sigma_max": 0.5})
-        cfg.labels = ComponentConfig("autolabel", {"num_buckets": 4})
+        cfg.labels = ComponentConfig("autolabel", {"num_buckets": 4, "init": 0.9, "alpha": 0.05})
         return cfg
 
     straight = Trainer(config(), tmp_path / "straight", progress=False)
     straight.fit()
-    assert not torch.equal(straight.step.labels.values, torch.ones(1, 4))  # it learned something
+    assert not torch.equal(straight.step.labels.values, torch.full((1, 4), 0.9))  # it learned something
     Trainer(config(), tmp_path / "resumed", progress=False).run_epoch(1)  # then "interrupted"
     resumed = Trainer(config(), tmp_path / "resumed", resume=True, progress=False)
     resumed.fit()
     assert torch.allclose(straight.step.labels.values, resumed.step.labels.values, atol=1e-6)
     assert len(resumed.step.labels.history) == 3
+
+
+def test_augmix_can_be_driven_at_a_distance_and_depth():
+    augmix = AUGMENTATIONS.build("augmix", width=1, jsd=False, mix="uniform")
+    assert augmix.supports_distance_control() and augmix.bucket_groups == 3
+    g = torch.Generator().manual_seed(0)
+    n = 12
+    batch = Batch(torch.rand(n, 1, 10, 10, generator=g), torch.arange(n) % 3, torch.arange(n), 3)
+    distance = torch.linspace(0, 1, n)
+    group = torch.arange(n) % 3
+    out = augmix.apply_at_distance(batch, distance, generator=g, group=group)
+    assert torch.allclose(out.info["distance"], distance, atol=1e-6)
+    assert torch.equal(out.info["group"], group) and torch.equal(out.info["depths"][:, 0], group + 1)
+    assert torch.equal(out.labels, batch.labels)
+    assert torch.allclose(out.inputs[0], batch.inputs[0])  # distance 0: the clean image itself
+    # training batches report the same axes, so their rows land in the matching buckets
+    trained = augmix(batch, generator=g)
+    assert torch.allclose(trained.info["distance"], 1 - trained.info["mix_weight"])
+    assert torch.equal(trained.info["group"], trained.info["depth"] - 1)
+
+
+def test_augmix_autolabel_trains_on_digits(digits_config, tmp_path):
+    from auglabel.engine.config import ComponentConfig
+    from auglabel.engine.trainer import Trainer
+
+    cfg = digits_config(epochs=2)
+    cfg.augment = ComponentConfig("augmix", {"width": 1, "jsd": False, "mix": "uniform"})
+    cfg.labels = ComponentConfig("autolabel", {"num_buckets": 5})
+    trainer = Trainer(cfg, tmp_path / "augmix", progress=False)
+    trainer.fit()
+    values = trainer.step.labels.values
+    assert values.shape == (3, 5)
+    assert ((values >= 0) & (values <= 1)).all()
+    rows = (tmp_path / "augmix" / "autolabel.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * 15  # header + epochs x buckets

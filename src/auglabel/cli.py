@@ -44,7 +44,7 @@ def _experiment_from(namespace: Any):
     from .engine.config import ExperimentConfig
 
     names = [f.name for f in fields(ExperimentConfig)]
-    instantiated = _train_parser().instantiate_classes(namespace)
+    instantiated = _train_parser().instantiate(namespace)
     return ExperimentConfig(**{name: instantiated[name] for name in names})
 
 

@@ -1,0 +1,22 @@
+"""Datasets as in-memory uint8 tensors: format readers, data-root lookup, stratified splits.
+
+The on-device batch loader lives in ``loader.py``.
+"""
+from .datasets import ImageDataset, dataset_names, load_dataset
+from .readers import RawImages, read_cifar, read_idx, read_image_folder, read_svhn
+from .roots import resolve_root
+from .split import stratified_split, subsample_indices
+
+__all__ = [
+    "ImageDataset",
+    "RawImages",
+    "dataset_names",
+    "load_dataset",
+    "read_cifar",
+    "read_idx",
+    "read_image_folder",
+    "read_svhn",
+    "resolve_root",
+    "stratified_split",
+    "subsample_indices",
+]

@@ -1,0 +1,83 @@
+"""Plots written as PNG files, drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas.
+
+No pyplot: no global figure state and no backend selection, so plotting is safe in worker
+processes and headless runs.  matplotlib is imported on first use only.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..functional.calibration import ece_from_bins
+from .io import write_bytes_atomic
+
+_BIN_KEYS = ("edges", "counts", "confidence", "accuracy")
+
+
+def _checked_bins(bins: dict) -> tuple[list[float], list[float], list[float], list[float]]:
+    """The four per-bin lists of ``CalibrationStats.bins()``, with None (empty bin) as NaN."""
+    missing = [key for key in _BIN_KEYS if key not in bins]
+    if missing:
+        raise DataError(f"reliability diagram: bins lack {', '.join(missing)}")
+    edges, counts, conf, acc = ([float("nan") if v is None else float(v) for v in bins[k]] for k in _BIN_KEYS)
+    if not (len(edges) == len(counts) + 1 == len(conf) + 1 == len(acc) + 1) or not counts:
+        raise DataError(
+            f"reliability diagram: need B + 1 edges and B counts/confidence/accuracy values, got "
+            f"{len(edges)}, {len(counts)}, {len(conf)}, {len(acc)}"
+        )
+    if sum(counts) <= 0:
+        raise DataError("reliability diagram: every bin is empty")
+    return edges, counts, conf, acc
+
+
+def reliability_diagram(bins: dict, path: str | os.PathLike, title: str = "") -> Path:
+    """Draw a reliability diagram (Guo et al. 2017, fig. 1) from ``CalibrationStats.bins()``.
+
+    Top: accuracy per confidence bin, the shaded gap to the bin's mean confidence, the
+    diagonal of perfect calibration and the ECE in the legend.  Bottom: the share of
+    predictions in each bin, with the overall accuracy and mean confidence marked.
+    The PNG is written atomically; returns its path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    edges, counts, conf, acc = _checked_bins(bins)
+    filled = [c > 0 for c in counts]
+    n = sum(counts)
+    conf_sums = [c * m if f else 0.0 for c, m, f in zip(counts, conf, filled)]
+    correct_sums = [c * a if f else 0.0 for c, a, f in zip(counts, acc, filled)]
+    ece = float(ece_from_bins(*(torch.tensor(v, dtype=torch.float64) for v in (counts, conf_sums, correct_sums))))
+    lefts, widths = edges[:-1], [b - a for a, b in zip(edges[:-1], edges[1:])]
+    acc_heights = [a if f else 0.0 for a, f in zip(acc, filled)]
+    gap_bottoms = [min(a, m) if f else 0.0 for a, m, f in zip(acc, conf, filled)]
+    gap_heights = [abs(m - a) if f else 0.0 for a, m, f in zip(acc, conf, filled)]
+
+    figure = Figure(figsize=(5.0, 6.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(lefts, acc_heights, width=widths, align="edge", color="#4c72b0", edgecolor="#1f2f4f",
+            linewidth=0.6, label="Accuracy")
+    top.bar(lefts, gap_heights, bottom=gap_bottoms, width=widths, align="edge", color="#dd4444",
+            alpha=0.35, edgecolor="#aa2222", hatch="//", linewidth=0.6, label="Gap to confidence")
+    top.plot([0, 1], [0, 1], linestyle="--", color="0.35", linewidth=1.0, label="Perfect calibration")
+    top.plot([], [], linestyle="none", label=f"ECE = {100 * ece:.2f}%")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title or "Reliability diagram")
+    top.legend(loc="upper left", frameon=False)
+
+    fractions = [c / n for c in counts]
+    bottom.bar(lefts, fractions, width=widths, align="edge", color="0.6", edgecolor="0.3", linewidth=0.6)
+    mean_accuracy = sum(correct_sums) / n
+    mean_confidence = sum(conf_sums) / n
+    bottom.axvline(mean_accuracy, color="#4c72b0", linewidth=1.5, label=f"accuracy {100 * mean_accuracy:.1f}%")
+    bottom.axvline(mean_confidence, color="#dd4444", linestyle="--", linewidth=1.5,
+                   label=f"mean confidence {100 * mean_confidence:.1f}%")
+    bottom.set(xlabel="Confidence", ylabel="Share of samples", ylim=(0, max(1e-9, max(fractions)) * 1.15))
+    bottom.legend(loc="upper left", frameon=False, fontsize="small")
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return write_bytes_atomic(buffer.getvalue(), path)

@@ -1,0 +1,69 @@
+"""Reliability diagram PNG and atomic JSON writes."""
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from auglabel.errors import ConfigError, DataError
+from auglabel.metrics import CalibrationStats
+from auglabel.report import reliability_diagram, write_json_atomic
+
+
+def overconfident_bins():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 10, generator=g) * 3
+    labels = torch.multinomial((logits / 2).softmax(1), 1, generator=g).squeeze(1)
+    stats = CalibrationStats()
+    stats.update(logits, labels)
+    return stats.bins()
+
+
+def test_writes_a_valid_png_and_leaves_no_temporary_file(tmp_path):
+    path = reliability_diagram(overconfident_bins(), tmp_path / "plots" / "reliability.png", title="test")
+    assert path == tmp_path / "plots" / "reliability.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 10_000 < path.stat().st_size < 1_000_000
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert 400 <= image.width <= 2000 and 400 <= image.height <= 2000
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert len(colours) > 20  # drawn, not a blank canvas
+    assert os.listdir(path.parent) == ["reliability.png"]
+
+
+def test_overwrites_and_handles_empty_bins(tmp_path):
+    bins = overconfident_bins()
+    bins["counts"][0:3] = [0.0, 0.0, 0.0]
+    bins["confidence"][0:3] = bins["accuracy"][0:3] = [None, None, None]
+    path = tmp_path / "reliability.png"
+    path.write_bytes(b"old")
+    reliability_diagram(bins, path)
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_bad_bins_and_bad_path(tmp_path):
+    bins = overconfident_bins()
+    with pytest.raises(DataError, match="accuracy"):
+        reliability_diagram({k: v for k, v in bins.items() if k != "accuracy"}, tmp_path / "x.png")
+    with pytest.raises(DataError, match="edges"):
+        reliability_diagram({**bins, "edges": bins["edges"][:-1]}, tmp_path / "x.png")
+    empty = {**bins, "counts": [0.0] * len(bins["counts"])}
+    with pytest.raises(DataError, match="empty"):
+        reliability_diagram(empty, tmp_path / "x.png")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match="cannot write"):
+        reliability_diagram(bins, tmp_path / "a_file" / "x.png")
+
+
+def test_write_json_atomic_round_trip(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json_atomic({"ece": 0.1, "t": torch.tensor(1.5), "bins": torch.arange(3), "bad": float("nan")}, path)
+    assert json.loads(path.read_text()) == {"ece": 0.1, "t": 1.5, "bins": [0, 1, 2], "bad": None}
+    with pytest.raises(TypeError):
+        write_json_atomic({"object": object()}, path)
+    assert json.loads(path.read_text())["ece"] == 0.1  # a failed write leaves the old file intact
+    assert os.listdir(tmp_path) == ["metrics.json"]
