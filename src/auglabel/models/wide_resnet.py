@@ -1,0 +1,90 @@
+"""Wide Residual Network WRN-depth-width (Zagoruyko & Komodakis 2016, "Wide Residual Networks").
+
+Three groups of n = (depth - 4) / 6 pre-activation basic blocks B(3,3) with widths 16k, 32k,
+64k (k = widen factor) and strides 1, 2, 2, after a conv3x3(16) stem; dropout sits between
+the two convolutions of a block (Sec. 2.4).  A final BN-ReLU and an adaptive average pool give
+the features.  Published sizes for 10 classes: WRN-16-4 2.7M, WRN-40-2 2.2M, WRN-28-10 36.5M.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .base import MODELS, Classifier, Stats, init_conv_bn, positive_int
+
+
+class WideBasicBlock(nn.Module):
+    """BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3 with a 1x1 projection when the shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.shortcut = (
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+            if stride != 1 or in_ch != out_ch else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(x))
+        # As in the reference code, a projection shortcut takes the pre-activated input.
+        identity = self.shortcut(out) if self.shortcut is not None else x
+        out = F.relu(self.bn2(self.conv1(out)))
+        out = self.conv2(self.dropout(out))
+        return out + identity
+
+
+class WideResNetBody(nn.Module):
+    """Stem, three groups of wide blocks, final BN-ReLU, global average pool."""
+
+    def __init__(self, in_channels: int, depth: int, width: int, dropout: float):
+        super().__init__()
+        blocks = (depth - 4) // 6
+        widths = (16 * width, 32 * width, 64 * width)
+        self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        groups, in_ch = [], 16
+        for i, out_ch in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            group = [WideBasicBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, dropout)
+                     for j in range(blocks)]
+            groups.append(nn.Sequential(*group))
+            in_ch = out_ch
+        self.groups = nn.Sequential(*groups)
+        self.final_bn = nn.BatchNorm2d(in_ch)
+        self.out_channels = in_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.final_bn(self.groups(self.stem(x))))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+@MODELS.register("wide_resnet")
+class WideResNet(Classifier):
+    """WRN-``depth``-``width`` classifier.
+
+    Args:
+        in_channels, num_classes, mean, std: see :class:`~auglabel.models.base.Classifier`.
+        depth: total depth 6n + 4 (16, 28, 40, ...).
+        width: widen factor k (2, 4, 10, ...).
+        dropout: dropout probability inside each block, in [0, 1) (0.3 in the paper's Table 6).
+            Dropout draws from torch's global generator, seeded by the trainer.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, mean: Stats = None, std: Stats = None,
+                 depth: int = 28, width: int = 10, dropout: float = 0.0):
+        positive_int(in_channels, "in_channels")
+        positive_int(depth, "wide_resnet depth", minimum=10)
+        if (depth - 4) % 6 != 0:
+            raise ConfigError(f"wide_resnet depth must be 6n + 4 (10, 16, 22, 28, 40...), got {depth}")
+        positive_int(width, "wide_resnet width")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError(f"wide_resnet dropout must be a number in [0, 1), got {dropout!r}")
+        body = WideResNetBody(in_channels, depth, width, float(dropout))
+        super().__init__(body, body.out_channels, num_classes, in_channels=in_channels,
+                         mean=mean, std=std)
+        self.depth, self.width = depth, width
+        init_conv_bn(self.body)
