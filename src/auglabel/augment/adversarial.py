@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.pgd import BN_MODES, fgsm_attack, linf_distance, pgd_attack
-from .base import AUGMENTATIONS, Augmentation
-from .mixup import checked_distance
+from .base import AUGMENTATIONS, Augmentation, checked_distance
 
 
 class AdversarialAugmentation(Augmentation):

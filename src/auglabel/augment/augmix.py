@@ -28,7 +28,7 @@ from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.augmix import RANDOM_DEPTH_MAX, augmix, check_augmix_params
 from ..functional.jsd import jensen_shannon
-from .base import AUGMENTATIONS, Augmentation
+from .base import AUGMENTATIONS, Augmentation, checked_distance
 
 NUM_JSD_VIEWS = 3
 
@@ -100,7 +100,7 @@ class AugMix(Augmentation):
                           model: nn.Module | None = None, group: Tensor | None = None) -> Batch:
         """One augmented view with clean weight ``1 - distance`` and (random depth) every chain of
         depth ``group + 1``; labels unchanged."""
-        fixed = {"clean_weight": 1.0 - distance}
+        fixed = {"clean_weight": 1.0 - checked_distance(distance, batch, "augmix")}
         if self.depth == -1 and group is not None:
             fixed["depths"] = (group.long() + 1).unsqueeze(1).expand(-1, self.width)
         mixed, info = self._augment(batch.inputs, generator, **fixed)

@@ -57,6 +57,16 @@ class Augmentation(nn.Module):
         return cls.apply_at_distance is not Augmentation.apply_at_distance
 
 
+def checked_distance(distance: Tensor, batch: Batch, name: str) -> Tensor:
+    """``distance`` as given to ``apply_at_distance``: one finite value in [0, 1] per row of ``batch``."""
+    if not isinstance(distance, Tensor) or distance.shape != (len(batch),):
+        shape = tuple(distance.shape) if isinstance(distance, Tensor) else type(distance).__name__
+        raise ValueError(f"{name}: distance must be a tensor of shape ({len(batch)},), got {shape}")
+    if not bool(((distance >= 0) & (distance <= 1)).all()):  # NaN fails both comparisons
+        raise ValueError(f"{name}: distance must lie in [0, 1]")
+    return distance
+
+
 @AUGMENTATIONS.register("none")
 class NoAugmentation(Augmentation):
     """Clean images, nothing reported."""

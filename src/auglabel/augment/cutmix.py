@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.mixup import box_masks, cutmix_boxes, cutmix_images, kept_fraction, random_partners, sample_beta
-from .base import AUGMENTATIONS, Augmentation
-from .mixup import checked_distance, mixing_info
+from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .mixup import mixing_info
 
 Boxes = tuple[Tensor, Tensor, Tensor, Tensor]
 

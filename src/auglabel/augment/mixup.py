@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.mixup import mix_images, random_partners, sample_beta
-from .base import AUGMENTATIONS, Augmentation
+from .base import AUGMENTATIONS, Augmentation, checked_distance
 
 
 def mixing_info(batch: Batch, partner: torch.Tensor, gamma: torch.Tensor, distance: torch.Tensor) -> dict:
@@ -26,16 +26,6 @@ def mixing_info(batch: Batch, partner: torch.Tensor, gamma: torch.Tensor, distan
         "partner_label": batch.labels[partner],
         "distance": distance,
     }
-
-
-def checked_distance(distance: Tensor, batch: Batch, name: str) -> Tensor:
-    """``distance`` as given to ``apply_at_distance``: one finite value in [0, 1] per row of ``batch``."""
-    if not isinstance(distance, Tensor) or distance.shape != (len(batch),):
-        shape = tuple(distance.shape) if isinstance(distance, Tensor) else type(distance).__name__
-        raise ValueError(f"{name}: distance must be a tensor of shape ({len(batch)},), got {shape}")
-    if not bool(((distance >= 0) & (distance <= 1)).all()):  # NaN fails both comparisons
-        raise ValueError(f"{name}: distance must lie in [0, 1]")
-    return distance
 
 
 @AUGMENTATIONS.register("mixup")

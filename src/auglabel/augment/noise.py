@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..batch import Batch
 from ..errors import ConfigError
-from .base import AUGMENTATIONS, Augmentation
+from .base import AUGMENTATIONS, Augmentation, checked_distance
 
 
 @AUGMENTATIONS.register("gaussian_noise")
@@ -34,6 +34,7 @@ class GaussianNoise(Augmentation):
 
     def apply_at_distance(self, batch: Batch, distance: Tensor, *, generator: torch.Generator,
                           model: nn.Module | None = None, group: Tensor | None = None) -> Batch:
+        distance = checked_distance(distance, batch, "gaussian_noise")
         sigma = distance.to(batch.inputs.dtype) * self.sigma_max
         noise = torch.randn(batch.inputs.shape, generator=generator, device=batch.device, dtype=batch.inputs.dtype)
         noisy = (batch.inputs + sigma[:, None, None, None] * noise).clamp_(0.0, 1.0)

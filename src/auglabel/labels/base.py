@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..batch import Batch
+from ..errors import ConfigError
 from ..losses import soft_cross_entropy, weighted_mean
 from ..registry import Registry
 
@@ -28,6 +29,15 @@ class LabelStrategy(nn.Module):
     def bind(self, augment: nn.Module) -> None:  # noqa: ARG002
         """Called once at configuration time with the run's augmentation, before any state is
         loaded: a strategy that depends on it (AutoLabel's bucket grid) checks and sizes itself here."""
+
+    def check_info(self, batch: Batch) -> None:
+        """Raise ConfigError naming the ``requires_info`` keys that ``batch.info`` lacks."""
+        missing = [key for key in self.requires_info if key not in batch.info]
+        if missing:
+            raise ConfigError(
+                f"label strategy {type(self).__name__} needs batch info {', '.join(missing)}, which the "
+                f"augmentation did not report (reported: {', '.join(sorted(batch.info)) or 'nothing'})"
+            )
 
     def targets(self, logits: Tensor, batch: Batch) -> Tensor:
         """Soft targets of shape (N, K); each row sums to 1."""

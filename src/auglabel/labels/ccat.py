@@ -17,7 +17,6 @@ from ..batch import Batch
 from ..errors import ConfigError
 from .base import LABEL_STRATEGIES, LabelStrategy
 from .basic import uniform_smoothing
-from .mixup import check_required_info
 
 
 def ccat_lambda(delta_linf: Tensor, eps: Tensor | float, rho: float) -> Tensor:
@@ -55,7 +54,7 @@ class CCATLabels(LabelStrategy):
 
     def smoothing(self, batch: Batch) -> Tensor:
         """Per-sample ``lam`` (N,)."""
-        check_required_info(self, batch, "ccat")
+        self.check_info(batch)
         eps = batch.info["eps"] if self.eps is None else self.eps
         return ccat_lambda(batch.info["delta_linf"].to(batch.inputs.dtype), eps, self.rho)
 

@@ -10,19 +10,8 @@ import torch
 from torch import Tensor
 
 from ..batch import Batch
-from ..errors import ConfigError
 from ..functional.mixup import mixup_targets
 from .base import LABEL_STRATEGIES, LabelStrategy
-
-
-def check_required_info(strategy: LabelStrategy, batch: Batch, name: str) -> None:
-    """Raise ConfigError naming the missing keys when ``batch.info`` lacks ``strategy.requires_info``."""
-    missing = [key for key in strategy.requires_info if key not in batch.info]
-    if missing:
-        raise ConfigError(
-            f"label strategy {name!r} needs batch info {', '.join(missing)}, which the augmentation "
-            f"did not report (reported: {', '.join(sorted(batch.info)) or 'nothing'})"
-        )
 
 
 @LABEL_STRATEGIES.register("mixup")
@@ -35,7 +24,7 @@ class MixupLabels(LabelStrategy):
     requires_info = ("gamma", "partner_label")
 
     def targets(self, logits: Tensor, batch: Batch) -> Tensor:
-        check_required_info(self, batch, "mixup")
+        self.check_info(batch)
         return mixup_targets(batch.labels, batch.info["partner_label"], batch.info["gamma"],
                              batch.num_classes, dtype=batch.inputs.dtype)
 
@@ -51,7 +40,7 @@ class FeatureMixupLabels(LabelStrategy):
     requires_info = ("gamma", "partner_label")
 
     def targets(self, logits: Tensor, batch: Batch) -> Tensor:
-        check_required_info(self, batch, "feature_mixup")
+        self.check_info(batch)
         own_dominates = batch.info["gamma"] >= 0.5
         dominant = torch.where(own_dominates, batch.labels, batch.info["partner_label"])
         return torch.nn.functional.one_hot(dominant, batch.num_classes).to(batch.inputs.dtype)
