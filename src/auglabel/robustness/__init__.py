@@ -1,0 +1,1 @@
+"""Robustness evaluation: corruptions (-C), perturbation stability (-P), adversarial accuracy, OOD detection."""
