@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -15,9 +15,11 @@ from .errors import AuglabelError
 
 COMMANDS = {
     "train": "train a model from a YAML config (plus --section.key overrides)",
-    "evaluate": "evaluate a run's checkpoint on its test set",
+    "evaluate": "evaluate a run: clean test set, corruptions, perturbations, adversarial, OOD",
     "calibrate": "fit temperature scaling on a run's validation split; metrics before and after",
     "demo": "train the small CNN on Fashion-MNIST and report accuracy and calibration",
+    "compare": "side-by-side table of several runs' metrics (mean ± std over seeds)",
+    "data": "dataset tools: 'data corrupt DATASET' writes its -C set (cached)",
 }
 
 
@@ -80,12 +82,77 @@ def _run_parser(name: str) -> ArgumentParser:
     return parser
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise AuglabelError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def cmd_evaluate(argv: Sequence[str]) -> int:
     from .commands import evaluate_run
+    from .robustness.suite import SUITES
 
-    args = _run_parser("evaluate").parse_args(list(argv))
-    metrics = evaluate_run(args.run, device=args.device)
-    _print_metrics(metrics, args.run)
+    parser = _run_parser("evaluate")
+    parser.add_argument("--suite", type=str, default="clean", help=f"comma-separated, from: {','.join(SUITES)}")
+    parser.add_argument("--subsample", type=Optional[int], default=None,
+                        help="evaluate a stratified subsample of this many test images")
+    parser.add_argument("--corruptions", type=Optional[str], default=None,
+                        help="comma-separated corruption names (default: all 19)")
+    parser.add_argument("--c_dir", type=Optional[str], default=None,
+                        help="an existing -C folder (e.g. the official CIFAR-10-C) instead of the generated cache")
+    parser.add_argument("--baseline", type=Optional[str], default=None,
+                        help="a run evaluated on the same -C set: normalise the mCE by its errors")
+    parser.add_argument("--ood_dataset", type=Optional[str], default=None,
+                        help="OOD dataset for the AUROC (default per dataset, e.g. digits for fashion_mnist; 'none')")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsample, corruptions, attacks, noise")
+    parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads")
+    args = parser.parse_args(list(argv))
+    _set_threads(args.threads)
+    metrics = evaluate_run(args.run, device=args.device, suites=args.suite, subsample=args.subsample,
+                           corruptions=args.corruptions, c_dir=args.c_dir, baseline=args.baseline,
+                           ood_dataset=args.ood_dataset, seed=args.seed)
+    _print_robustness(metrics, args.run)
+    return 0
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    from .commands import compare
+
+    parser = ArgumentParser(prog="auglabel compare", description=COMMANDS["compare"])
+    parser.add_argument("runs", type=str, nargs="+", help="run directories")
+    parser.add_argument("--out", type=Optional[str], default=None, help="also write the Markdown table here")
+    parser.add_argument("--csv", type=Optional[str], default=None, help="also write a CSV table here")
+    args = parser.parse_args(list(argv))
+    print(compare(list(args.runs), out=args.out, csv=args.csv))
+    return 0
+
+
+def cmd_data(argv: Sequence[str]) -> int:
+    from .commands import corrupt_dataset
+
+    argv = list(argv)
+    if not argv or argv[0] != "corrupt":
+        if argv and argv[0] in ("-h", "--help"):
+            print("usage: auglabel data corrupt DATASET [--root R] [--out DIR] [--corruptions a,b] "
+                  "[--subsample N] [--seed S]")
+            return 0
+        raise AuglabelError(f"unknown data action {argv[0] if argv else ''!r}; use: auglabel data corrupt DATASET")
+    parser = ArgumentParser(prog="auglabel data corrupt", description="write a dataset's -C test set")
+    parser.add_argument("dataset", type=str, help="fashion_mnist, mnist, cifar10, cifar100, svhn, digits...")
+    parser.add_argument("--root", type=Optional[str], default=None, help="the dataset's folder")
+    parser.add_argument("--out", type=Optional[str], default=None, help="default: the cache 'evaluate' reads")
+    parser.add_argument("--corruptions", type=Optional[str], default=None, help="comma-separated (default all 19)")
+    parser.add_argument("--subsample", type=Optional[int], default=None, help="a stratified subsample of the test set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads")
+    args = parser.parse_args(argv[1:])
+    _set_threads(args.threads)
+    out = corrupt_dataset(args.dataset, root=args.root, out=args.out, corruptions=args.corruptions,
+                          subsample=args.subsample, seed=args.seed)
+    print(f"-C set written to {out}")
     return 0
 
 
@@ -107,9 +174,10 @@ def cmd_demo(argv: Sequence[str]) -> int:
     parser.add_argument("--run_dir", type=str, default=None, help="default: runs/demo-<time>")
     parser.add_argument("--data_root", type=str, default=None)
     parser.add_argument("--device", type=str, default="auto")
+    parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(list(argv))
     metrics, run_dir = run_demo(epochs=args.epochs, run_dir=args.run_dir, data_root=args.data_root,
-                                device=args.device)
+                                device=args.device, threads=args.threads)
     _print_metrics(metrics, run_dir)
     return 0
 
@@ -128,7 +196,31 @@ def _print_metrics(metrics: dict[str, Any], run_dir: str | Path) -> None:
     print(f"run directory: {run_dir}  (metrics.json, log.csv, reliability.png, checkpoint.pt)")
 
 
-HANDLERS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "demo": cmd_demo}
+def _print_robustness(metrics: dict[str, Any], run_dir: str | Path) -> None:
+    """The clean table of the evaluated images, then one line per robustness result."""
+    clean = {key[len("clean."):]: value for key, value in metrics.items() if key.startswith("clean.")}
+    if "accuracy" in clean:
+        scaled = {key: metrics.get(f"temperature.{key}", float("nan")) for key in clean}
+        print(f"\n{metrics.get('dataset', '')} test images ({int(clean.get('count', 0))}):")
+        _print_table({"test": clean, f"T={metrics.get('temperature.value', float('nan')):.3f}": scaled})
+    if "corruption.acc" in metrics:
+        kind = "normalised by the baseline" if metrics.get("corruption.mce_normalized") else "unnormalised"
+        print(f"corruptions: cAcc {metrics['corruption.acc']:.4f}  cECE {metrics['corruption.ece']:.4f}  "
+              f"cRMS {metrics['corruption.rms_ce']:.4f}  mCE {metrics['corruption.mce']:.4f} ({kind})")
+    if "perturbation.flip_probability" in metrics:
+        print(f"perturbations: mean flip probability {metrics['perturbation.flip_probability']:.5f}")
+    adversarial = [f"eps {k.split('.', 1)[1]}: {v:.4f}" for k, v in metrics.items()
+                   if k.startswith("adversarial.") and isinstance(v, float)]
+    if adversarial:
+        print("adversarial accuracy: " + "  ".join(adversarial))
+    ood = [f"{k[len('ood.auroc_'):]} {v:.4f}" for k, v in metrics.items() if k.startswith("ood.auroc_")]
+    if ood:
+        print("OOD AUROC: " + "  ".join(ood))
+    print(f"run directory: {run_dir}  (metrics.json, robustness.md, plots)")
+
+
+HANDLERS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "demo": cmd_demo,
+            "compare": cmd_compare, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

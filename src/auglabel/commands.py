@@ -13,7 +13,7 @@ from .engine.config import DataConfig, ExperimentConfig, TrainConfig
 from .engine.evaluate import evaluate
 from .engine.runs import LoadedRun, load_run
 from .engine.trainer import Trainer
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .metrics import CalibrationStats
 from .report.plots import reliability_diagram
 
@@ -25,13 +25,45 @@ def _loader(run: LoadedRun, split: str, device: torch.device | str) -> DeviceLoa
                         run.cfg.train.eval_batch_size, train=False, device=device)
 
 
-def evaluate_run(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """Evaluate a run's checkpoint on its test split; update metrics.json and the diagram."""
-    run = load_run(run_dir, _device(device))
-    stats, _, _ = evaluate(run.model, _loader(run, "test", _device(device)))
-    reliability_diagram(stats.bins(), run.run_dir / "reliability.png", title=f"{run.cfg.data.name} test")
-    return run.update_metrics({"dataset": run.cfg.data.name, "split": "test", **stats.compute(),
-                               "brier_scale": "0..2", "evaluated_epoch": run.epoch})
+def evaluate_run(run_dir: str | Path, device: str = "cpu", **suite: Any) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; update metrics.json, robustness.md and the plots.
+
+    Without options: the clean test split (headline metrics and reliability.png, as before).
+    ``suite`` takes the fields of :class:`auglabel.robustness.suite.SuiteRequest` (suites,
+    subsample, corruptions, c_dir, baseline, ood_dataset, seed, ...).
+    """
+    from .robustness.suite import SuiteRequest, evaluate_suite
+
+    return evaluate_suite(run_dir, SuiteRequest(**suite), _device(device))
+
+
+def corrupt_dataset(dataset: str, root: str | None = None, out: str | None = None,
+                    corruptions: str | list[str] | None = None, subsample: int | None = None,
+                    seed: int = 0) -> Path:
+    """Write the -C set of a dataset's test split (default: into the cache ``evaluate`` reads)."""
+    from .data import load_dataset, subsample_indices
+    from .robustness.corruption_data import check_corruption_names, corrupted_cache_dir, generate_corrupted_set
+    from .robustness.suite import parse_list
+
+    names = check_corruption_names(parse_list(corruptions))
+    test = load_dataset(dataset, "test", root=root)
+    indices = torch.arange(len(test))
+    if subsample is not None:
+        if subsample > len(test):
+            raise ConfigError(f"--subsample {subsample} exceeds the {len(test)} test images of {dataset}")
+        indices = subsample_indices(test.labels, subsample, seed)
+    images, labels = test.images[indices], test.labels[indices]
+    target = Path(out) if out else corrupted_cache_dir(test.name, indices, seed, images)
+    return generate_corrupted_set(images, labels, target, names, seed)
+
+
+def compare(run_dirs: list[str], out: str | None = None, csv: str | None = None) -> str:
+    """The Markdown comparison table of ``run_dirs`` (also written to ``out`` / ``csv`` when given)."""
+    from .compare import compare_runs, write_comparison
+
+    comparison = compare_runs(run_dirs)
+    write_comparison(comparison, out, csv)
+    return comparison.markdown()
 
 
 def calibrate_run(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
@@ -58,19 +90,20 @@ def _device(name: str) -> torch.device:
     return resolve_device(name)
 
 
-def demo_config(epochs: int, data_name: str, data_root: str | None, device: str) -> ExperimentConfig:
+def demo_config(epochs: int, data_name: str, data_root: str | None, device: str,
+                threads: int | None = None) -> ExperimentConfig:
     """The demo: small CNN, clean one-hot training, a few epochs; digits needs more epochs and a fraction split."""
     if data_name == "digits":
         data = DataConfig(name="digits", val_size=0.1)
-        train = TrainConfig(epochs=max(epochs, 30), batch_size=64, device=device)
+        train = TrainConfig(epochs=max(epochs, 30), batch_size=64, device=device, threads=threads)
     else:
         data = DataConfig(name=data_name, root=data_root, val_size=5000)
-        train = TrainConfig(epochs=epochs, batch_size=128, device=device)
+        train = TrainConfig(epochs=epochs, batch_size=128, device=device, threads=threads)
     return ExperimentConfig(data=data, train=train)
 
 
 def run_demo(epochs: int = 5, run_dir: str | None = None, data_root: str | None = None,
-             device: str = "auto") -> tuple[dict[str, Any], Path]:
+             device: str = "auto", threads: int | None = None) -> tuple[dict[str, Any], Path]:
     """Train the small CNN on Fashion-MNIST (digits when it is absent), evaluate, calibrate."""
     from .data import load_dataset
 
@@ -82,7 +115,7 @@ def run_demo(epochs: int = 5, run_dir: str | None = None, data_root: str | None 
               "Falling back to scikit-learn's 8x8 digits; install Debian's dataset-fashion-mnist "
               "(apt-get install dataset-fashion-mnist) for the real demo.", flush=True)
         data_name = "digits"
-    cfg = demo_config(epochs, data_name, data_root, device)
+    cfg = demo_config(epochs, data_name, data_root, device, threads)
     run_path = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg.run_dir = str(run_path)
     print(f"training small_cnn on {data_name} for {cfg.train.epochs} epochs -> {run_path}", flush=True)
