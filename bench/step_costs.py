@@ -5,6 +5,9 @@ Prints three figures, timing whole optimiser steps of the small CNN on Fashion-M
 per-step time is used:
   augmix_jsd_step_ratio   AugMix+JSD step / plain step            (goal <= 3.3: 3 forward passes)
   pgd_step_ratio          PGD-k step / ((k+1) x plain step)       (goal <= 1.05)
+  augmix_jsd_vs_3b_plain  AugMix+JSD step / plain step on a 3x larger batch: the same model rows,
+                          so this isolates augmentation + JSD overhead from the CPU's worse
+                          per-image cost on larger conv batches
   augmix_data_stall_share share of an AugMix+JSD step spent waiting for the next batch from the
                           loader (gather + transfer + /255)       (goal <= 5%)
 The last line is `data_stall_share: <fraction>`.
@@ -18,6 +21,18 @@ import statistics
 import time
 
 import torch
+
+
+def _triple_batch():
+    """A no-op augmentation that repeats the batch 3 times (the row count of AugMix+JSD)."""
+    from auglabel.augment import Augmentation
+
+    class TripleBatch(Augmentation):
+        def forward(self, batch, *, generator, model=None):
+            repeat = lambda t: t.repeat(3, *([1] * (t.dim() - 1)))  # noqa: E731
+            return batch.replace(inputs=repeat(batch.inputs), labels=repeat(batch.labels), index=repeat(batch.index))
+
+    return TripleBatch()
 
 
 def main() -> None:
@@ -47,6 +62,7 @@ def main() -> None:
                           train=True, seed=0)
     variants = {
         "plain": AUGMENTATIONS.build("none"),
+        "plain_3b": _triple_batch(),
         "augmix_jsd": AUGMENTATIONS.build("augmix", jsd=True),
         "pgd": AUGMENTATIONS.build("pgd", eps=0.03, steps=args.pgd_steps),
     }
@@ -92,6 +108,7 @@ def main() -> None:
     for name, value in median.items():
         print(f"{name:>12}: {value * 1000:8.1f} ms/step ({args.batch_size / value:7.0f} img/s)")
     print(f"augmix_jsd_step_ratio: {median['augmix_jsd'] / median['plain']:.3f}")
+    print(f"augmix_jsd_vs_3b_plain: {median['augmix_jsd'] / median['plain_3b']:.3f}")
     print(f"pgd_step_ratio: {median['pgd'] / ((args.pgd_steps + 1) * median['plain']):.3f}")
     print(f"data_stall_share: {statistics.median(stall):.4f}")
 

@@ -50,6 +50,11 @@ class EpochContext:
     generator: torch.Generator
     dist: distributed.DistContext
     run_dir: Path
+    num_epochs: int
+
+    @property
+    def is_last_epoch(self) -> bool:
+        return self.epoch >= self.num_epochs
 
 
 class WarmupCosine:
@@ -191,7 +196,7 @@ class Trainer:
         val_stats, _, _ = evaluate(self.model, self.val_loader)
         row.update({f"val_{key}": value for key, value in val_stats.compute().items()})
         context = EpochContext(epoch, self.model, self.step.augment, self.step.labels, self.val_loader,
-                               self.generator, self.ctx, self.run_dir)
+                               self.generator, self.ctx, self.run_dir, self.cfg.train.epochs)
         row.update(self.step.augment.on_epoch_end(context))
         row.update(self.step.labels.on_epoch_end(context))
         row["epoch_time_s"] = time.perf_counter() - tic

@@ -23,6 +23,7 @@ Per-bucket calibration bins are summed across DDP ranks, so every rank holds ide
 from __future__ import annotations
 
 import csv
+import time
 from typing import Any
 
 import torch
@@ -172,6 +173,7 @@ class AutoLabel(LabelStrategy):
         return {"count": counts, "accuracy": accuracy, "confidence": confidence, "ece": ece}
 
     def on_epoch_end(self, context: Any) -> dict[str, float]:
+        tic = time.perf_counter()
         generator = torch.Generator(device=context.generator.device)
         generator.manual_seed(context.generator.initial_seed() + 7919)
         stats = self.bucket_statistics(context.model, context.augment, context.val_loader, generator)
@@ -181,8 +183,10 @@ class AutoLabel(LabelStrategy):
         self.history.append(self.values.tolist())
         if context.dist.is_main:
             self._write_epoch(context, details)
-        return {f"autolabel_t/g{g + 1}_b{n + 1}": v for g, row in enumerate(self.values.tolist())
-                for n, v in enumerate(row)}
+        scalars = {f"autolabel_t/g{g + 1}_b{n + 1}": v for g, row in enumerate(self.values.tolist())
+                   for n, v in enumerate(row)}
+        scalars["autolabel_update_s"] = time.perf_counter() - tic
+        return scalars
 
     def _write_epoch(self, context: Any, details: dict[str, Tensor]) -> None:
         from ..report.autolabel_plots import plot_autolabel
@@ -206,4 +210,5 @@ class AutoLabel(LabelStrategy):
             writer.writerow(["epoch", "group", "bucket", "distance_lo", "distance_hi", "t", "val_count",
                              "val_accuracy", "val_confidence", "val_ece"])
             writer.writerows(kept + rows)
-        plot_autolabel(self.history, context.run_dir / "autolabel.png")
+        if getattr(context, "is_last_epoch", True):  # plotting costs ~1 s: once, at the end
+            plot_autolabel(self.history, context.run_dir / "autolabel.png")
