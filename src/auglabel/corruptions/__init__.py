@@ -80,7 +80,7 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
         raise ConfigError(f"corruption severity must be an integer from 1 to 5, got {severity!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ConfigError(f"corruption seed must be an integer, got {seed!r}")
-    _check_images(images)
+    check_uint8_images(images)
     if images.shape[0] == 0:
         return images.clone()
     dtype = torch.float32 if images.device.type == "mps" else torch.float64
@@ -89,16 +89,18 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int) -> Tensor:
     return result.nan_to_num(0.0).clamp(0, 255).floor().to(torch.uint8)
 
 
-def _check_images(images: Tensor) -> None:
+def check_uint8_images(images: Tensor, what: str = "corruptions") -> None:
+    """Raise :class:`DataError` unless ``images`` is uint8 (N, C, H, W), C in {1, 3}, H, W >= 8."""
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         got = (f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor)
                else type(images).__name__)
-        raise DataError(f"corruptions need a uint8 tensor of shape (N, C, H, W); got {got}")
+        raise DataError(f"{what} need a uint8 tensor of shape (N, C, H, W); got {got}")
     if images.shape[1] not in (1, 3):
-        raise DataError(f"corruptions need 1 (grey) or 3 (RGB) channels; got {images.shape[1]}")
+        raise DataError(f"{what} need 1 (grey) or 3 (RGB) channels; got {images.shape[1]}")
     if min(images.shape[-2:]) < MIN_SIZE:
-        raise DataError(f"corruptions need images of at least {MIN_SIZE} x {MIN_SIZE} px; "
+        raise DataError(f"{what} need images of at least {MIN_SIZE} x {MIN_SIZE} px; "
                         f"got {tuple(images.shape[-2:])}")
 
 
-__all__ = ["BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "corrupt", "corruption_names"]
+__all__ = ["BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "check_uint8_images", "corrupt",
+           "corruption_names"]

@@ -1,14 +1,14 @@
 """Checkpoints: atomic writes, safe loads (``weights_only=True``), clear errors."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from ..report.io import write_bytes_atomic
 
 FORMAT = "auglabel-checkpoint"
 VERSION = 1
@@ -17,18 +17,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a broken file."""
-    path = Path(path)
-    payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+    write_bytes_atomic(buffer.getvalue(), path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

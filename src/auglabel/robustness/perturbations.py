@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..corruptions import check_uint8_images
 from ..corruptions._color import as_rgb, colour, luma
 from ..corruptions._filters import clipped_zoom, gaussian_filter, size_scale
 from ..corruptions._motion import magick_motion_blur
@@ -273,15 +274,7 @@ def spatter(x: Tensor, generator: torch.Generator) -> Tensor:
 # ---------------------------------------------------------------- public entry points
 def check_images(images: Tensor) -> None:
     """Raise :class:`DataError` unless ``images`` is uint8 (N, C, H, W), C in {1, 3}, H, W >= 8."""
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        got = (f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor)
-               else type(images).__name__)
-        raise DataError(f"perturbations need a uint8 tensor of shape (N, C, H, W); got {got}")
-    if images.shape[1] not in (1, 3):
-        raise DataError(f"perturbations need 1 (grey) or 3 (RGB) channels; got {images.shape[1]}")
-    if min(images.shape[-2:]) < MIN_SIZE:
-        raise DataError(f"perturbations need images of at least {MIN_SIZE} x {MIN_SIZE} px; "
-                        f"got {tuple(images.shape[-2:])}")
+    check_uint8_images(images, "perturbations")
 
 
 def perturbation_generator(seed: int, name: str) -> torch.Generator:
