@@ -47,7 +47,6 @@ BENCHMARK_PERTURBATIONS: tuple[str, ...] = ("gaussian_noise", "shot_noise", "mot
                                             "brightness", "translate", "rotate", "tilt", "scale")
 #: The released validation types (the reference's ``shear`` is not implemented).
 EXTRA_PERTURBATIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "snow")
-MIN_SIZE = 8
 _MAX_FRAMES = 31
 _GUARD = 1e-6  # float rounding tolerance before truncating to 8 bits
 
