@@ -14,13 +14,16 @@ from .base import MODELS, Classifier, Stats, init_conv_bn, positive_int
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block; the projection shortcut sees the pre-activated input."""
+    """Pre-activation basic block BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3; as in the reference
+    code, a 1x1 projection shortcut (when the shape changes) takes the pre-activated input.
+    Shared by PreAct ResNet and WideResNet (whose blocks add dropout, WRN paper sec. 2.4)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float = 0.0):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.shortcut = (
             nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
@@ -30,9 +33,8 @@ class PreActBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(x))
         identity = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + identity
+        out = F.relu(self.bn2(self.conv1(out)))
+        return self.conv2(self.dropout(out)) + identity
 
 
 class PreActResNetBody(nn.Module):

@@ -12,30 +12,11 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import MODELS, Classifier, Stats, init_conv_bn, positive_int
+from .preact_resnet import PreActBlock
 
 
-class WideBasicBlock(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3 with a 1x1 projection when the shape changes."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.shortcut = (
-            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
-            if stride != 1 or in_ch != out_ch else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(x))
-        # As in the reference code, a projection shortcut takes the pre-activated input.
-        identity = self.shortcut(out) if self.shortcut is not None else x
-        out = F.relu(self.bn2(self.conv1(out)))
-        out = self.conv2(self.dropout(out))
-        return out + identity
+#: WRN's basic block B(3,3) is the pre-activation block with dropout between the convolutions.
+WideBasicBlock = PreActBlock
 
 
 class WideResNetBody(nn.Module):
