@@ -7,6 +7,8 @@ BN-ReLU makes any input size work.  11.17M parameters for 3 channels and 10 clas
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,21 +39,27 @@ class PreActBlock(nn.Module):
         return self.conv2(self.dropout(out)) + identity
 
 
+def preact_stages(in_ch: int, widths: Sequence[int], blocks: Sequence[int],
+                  dropout: float = 0.0) -> tuple[nn.Sequential, int]:
+    """Stages of pre-activation blocks; the first block of each stage changes the width and
+    (after the first stage) halves the resolution.  Returns the stages and their output width."""
+    stages = []
+    for i, (out_ch, count) in enumerate(zip(widths, blocks)):
+        stride = 1 if i == 0 else 2
+        stages.append(nn.Sequential(*[PreActBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, dropout)
+                                      for j in range(count)]))
+        in_ch = out_ch
+    return nn.Sequential(*stages), in_ch
+
+
 class PreActResNetBody(nn.Module):
     """Stem, four stages of pre-activation blocks, final BN-ReLU, global average pool."""
 
     def __init__(self, in_channels: int, blocks_per_stage: tuple[int, ...], width: int):
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        stages, in_ch = [], width
-        for i, blocks in enumerate(blocks_per_stage):
-            out_ch = width * 2**i
-            stride = 1 if i == 0 else 2
-            stage = [PreActBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1)
-                     for j in range(blocks)]
-            stages.append(nn.Sequential(*stage))
-            in_ch = out_ch
-        self.stages = nn.Sequential(*stages)
+        widths = [width * 2**i for i in range(len(blocks_per_stage))]
+        self.stages, in_ch = preact_stages(width, widths, blocks_per_stage)
         self.final_bn = nn.BatchNorm2d(in_ch)
         self.out_channels = in_ch
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import MODELS, Classifier, Stats, init_conv_bn, positive_int
-from .preact_resnet import PreActBlock
+from .preact_resnet import PreActBlock, preact_stages
 
 
 #: WRN's basic block B(3,3) is the pre-activation block with dropout between the convolutions.
@@ -27,14 +27,7 @@ class WideResNetBody(nn.Module):
         blocks = (depth - 4) // 6
         widths = (16 * width, 32 * width, 64 * width)
         self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        groups, in_ch = [], 16
-        for i, out_ch in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            group = [WideBasicBlock(in_ch if j == 0 else out_ch, out_ch, stride if j == 0 else 1, dropout)
-                     for j in range(blocks)]
-            groups.append(nn.Sequential(*group))
-            in_ch = out_ch
-        self.groups = nn.Sequential(*groups)
+        self.groups, in_ch = preact_stages(16, widths, [blocks] * len(widths), dropout)
         self.final_bn = nn.BatchNorm2d(in_ch)
         self.out_channels = in_ch
 
