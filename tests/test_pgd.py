@@ -246,7 +246,25 @@ def test_adversarial_augmentation_needs_a_model(name):
 @pytest.mark.parametrize("name, params", [
     ("pgd", dict(eps=-0.01)), ("pgd", dict(steps=0)), ("pgd", dict(restarts=0)), ("pgd", dict(step_size=0.0)),
     ("pgd", dict(bn_mode="batch")), ("fgsm", dict(eps=-1.0)), ("fgsm", dict(step_ratio=0)),
+    ("pgd", dict(clean_fraction=1.0)), ("fgsm", dict(clean_fraction=-0.1)),
 ])
 def test_adversarial_augmentation_rejects_bad_parameters(name, params):
     with pytest.raises(ConfigError):
         AUGMENTATIONS.build(name, **params)
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm"])
+def test_clean_fraction_leaves_that_share_of_random_rows_untouched_and_reports_them(name):
+    x, y = data(16, num_classes=3)
+    batch = Batch(x, y, torch.arange(16), 3)
+    aug = AUGMENTATIONS.build(name, eps=0.05, clean_fraction=0.5)
+    out = aug(batch, generator=gen(0), model=BNNet().train())
+    clean = out.info["view"] == 0
+    assert int(clean.sum()) == 8
+    assert torch.equal(out.inputs[clean], x[clean])
+    assert bool((out.info["eps"][clean] == 0).all()) and bool((out.info["distance"][clean] == 0).all())
+    torch.testing.assert_close(out.info["eps"][~clean], torch.full((8,), 0.05))
+    torch.testing.assert_close(out.info["delta_linf"], (out.inputs - x).abs().flatten(1).amax(1))
+    assert bool((out.info["delta_linf"][~clean] > 0).all())
+    other = aug(batch, generator=gen(1), model=BNNet().train())
+    assert not torch.equal(other.info["view"], out.info["view"])  # a fresh random half per draw

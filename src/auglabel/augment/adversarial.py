@@ -31,9 +31,12 @@ class AdversarialAugmentation(Augmentation):
     #: registry name, used in error messages.
     name = "adversarial"
 
-    def __init__(self, eps: float, sample_eps: bool, bn_mode: str):
+    def __init__(self, eps: float, sample_eps: bool, bn_mode: str, clean_fraction: float = 0.0):
         super().__init__()
         name = self.name
+        if not (isinstance(clean_fraction, (int, float)) and 0 <= clean_fraction < 1):
+            raise ConfigError(f"{name}: clean_fraction must be in [0, 1), got {clean_fraction!r}")
+        self.clean_fraction = float(clean_fraction)
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
             raise ConfigError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
         if bn_mode not in BN_MODES:
@@ -55,7 +58,26 @@ class AdversarialAugmentation(Augmentation):
         else:
             eps = torch.full((n,), self.eps, device=x.device, dtype=x.dtype)
         distance = eps / self.eps if self.eps > 0 else torch.zeros_like(eps)
-        return self._perturb(batch, eps, distance, model, generator, self.bn_mode)
+        num_clean = round(n * self.clean_fraction)
+        if num_clean == 0:
+            return self._perturb(batch, eps, distance, model, generator, self.bn_mode)
+        return self._perturb_part(batch, eps, distance, num_clean, model, generator)
+
+    def _perturb_part(self, batch: Batch, eps: Tensor, distance: Tensor, num_clean: int, model: nn.Module,
+                      generator: torch.Generator) -> Batch:
+        """Attack all but ``num_clean`` random rows; the clean rows report ``view`` 0, eps 0 and
+        distance 0 (Stutz et al. train CCAT on half clean, half adversarial batches)."""
+        x = batch.inputs
+        attacked = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        attacked[torch.randperm(len(x), generator=generator, device=generator.device)[:num_clean].to(x.device)] = False
+        x_adv = self.attack(model, x[attacked], batch.labels[attacked], eps[attacked], generator, self.bn_mode)
+        inputs = x.clone()
+        inputs[attacked] = x_adv
+        zero = torch.zeros_like(eps)
+        eps, distance = torch.where(attacked, eps, zero), torch.where(attacked, distance, zero)
+        info = {"eps": eps, "delta_linf": linf_distance(inputs, x), "distance": distance,
+                "view": attacked.long()}
+        return batch.replace(inputs=inputs, info=info)
 
     def apply_at_distance(self, batch: Batch, distance: Tensor, *, generator: torch.Generator,
                           model: nn.Module | None = None, group: Tensor | None = None) -> Batch:
@@ -96,13 +118,16 @@ class PGDAugmentation(AdversarialAugmentation):
         step_size: absolute step; default ``2.5 * eps_i / steps``.
         restarts: random restarts, >= 1.
         bn_mode: ``"eval"`` or ``"train"``: BatchNorm mode during the attack (restored afterwards).
+        clean_fraction: share of each batch left clean (reported as ``view`` 0, eps 0), e.g. 0.5
+            for CCAT's half-clean batches; 0 attacks every row.
     """
 
     name = "pgd"
 
     def __init__(self, eps: float = 8 / 255, sample_eps: bool = False, steps: int = 10,
-                 step_size: float | None = None, restarts: int = 1, bn_mode: str = "eval"):
-        super().__init__(eps, sample_eps, bn_mode)
+                 step_size: float | None = None, restarts: int = 1, bn_mode: str = "eval",
+                 clean_fraction: float = 0.0):
+        super().__init__(eps, sample_eps, bn_mode, clean_fraction)
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"pgd: steps must be an integer >= 1, got {steps!r}")
         if not isinstance(restarts, int) or restarts < 1:
@@ -118,7 +143,8 @@ class PGDAugmentation(AdversarialAugmentation):
 
     def extra_repr(self) -> str:
         return (f"eps={self.eps:.5g}, sample_eps={self.sample_eps}, steps={self.steps}, "
-                f"step_size={self.step_size}, restarts={self.restarts}, bn_mode={self.bn_mode!r}")
+                f"step_size={self.step_size}, restarts={self.restarts}, bn_mode={self.bn_mode!r}, "
+                f"clean_fraction={self.clean_fraction}")
 
 
 @AUGMENTATIONS.register("fgsm")
@@ -130,13 +156,14 @@ class FGSMAugmentation(AdversarialAugmentation):
         sample_eps: draw ``eps_i ~ U(0, eps)`` per sample.
         step_ratio: step size as a multiple of each sample's eps (Wong et al.: 1.25), > 0.
         bn_mode: ``"eval"`` or ``"train"``.
+        clean_fraction: share of each batch left clean, as for ``"pgd"``.
     """
 
     name = "fgsm"
 
     def __init__(self, eps: float = 8 / 255, sample_eps: bool = False, step_ratio: float = 1.25,
-                 bn_mode: str = "eval"):
-        super().__init__(eps, sample_eps, bn_mode)
+                 bn_mode: str = "eval", clean_fraction: float = 0.0):
+        super().__init__(eps, sample_eps, bn_mode, clean_fraction)
         if not (isinstance(step_ratio, (int, float)) and math.isfinite(step_ratio) and step_ratio > 0):
             raise ConfigError(f"fgsm: step_ratio must be a finite number > 0, got {step_ratio!r}")
         self.step_ratio = float(step_ratio)

@@ -20,7 +20,7 @@ class DataConfig:
         name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder or digits.
         root: explicit data directory (else env var, user cache, /usr/share/datasets).
         val_size: clean stratified validation split carved from train: a count or a fraction.
-        train_subset: use a stratified subset of this many training samples (None: all).
+        train_subset: a stratified subset of this many training-file samples, validation included (None: all).
         test_subset: evaluate on a stratified subset of this many test samples (None: all).
     """
 
