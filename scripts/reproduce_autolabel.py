@@ -106,31 +106,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def plot_severity(results: dict[str, list[dict]], groups: list, path: Path) -> None:
-    """Accuracy and ECE against corruption severity (0 = clean), mean +- std over seeds (paper Fig. 2)."""
-    import matplotlib
+def plot_severity(results: dict[str, list[dict]], groups: list, directory: Path) -> None:
+    """Accuracy and ECE against corruption severity (0 = clean), mean +- std over seeds (paper Fig. 2),
+    one figure per group: ``autolabel_severity_<group>.png``."""
+    from auglabel.report.robustness_plots import plot_severity_comparison
+    from auglabel.robustness.suite import severity_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 6.4), squeeze=False)
-    for column, (title, paper, rows) in enumerate(groups):
+    for title, paper, rows in groups:
+        curves, spread = {}, {}
         for stem, label in rows:
-            runs = results[stem]
-            for row, (key, clean_key) in enumerate((("acc", "clean.accuracy"), ("ece", "clean.ece"))):
-                levels = [[m[clean_key] for m in runs]] + [
-                    [m["corruption.per_severity"][str(s)][key] for m in runs] for s in range(1, 6)]
-                means, stds = zip(*(_mean_std([100 * v for v in level]) for level in levels))
-                axes[row][column].errorbar(range(6), means, yerr=stds, marker="o", capsize=3, label=label)
-        axes[0][column].set_title(f"{title} ({paper})")
-        axes[0][column].set_ylabel("accuracy %")
-        axes[1][column].set_ylabel("ECE %")
-        axes[1][column].set_xlabel("corruption severity (0 = clean)")
-        axes[0][column].legend(fontsize=8)
-    fig.suptitle("Fashion-MNIST-C subsample, mean ± std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            per_seed = [severity_curves(m) for m in results[stem]]
+            curves[label] = {k: [statistics.mean(v) for v in zip(*(c[k] for c in per_seed))] for k in ("accuracy", "ece")}
+            spread[label] = {k: [_mean_std(list(v))[1] for v in zip(*(c[k] for c in per_seed))] for k in ("accuracy", "ece")}
+        name = title.split()[0].lower()
+        plot_severity_comparison(curves, directory / f"autolabel_severity_{name}.png", spread=spread,
+                                 title=f"{title} ({paper} setting): Fashion-MNIST-C subsample, mean ± std over seeds")
 
 
 def plot_learned_labels(groups: list, args: argparse.Namespace, path: Path) -> None:
@@ -214,7 +204,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".table.md").write_text(text)
-    plot_severity(results, groups, out.parent / "autolabel_severity.png")
+    plot_severity(results, groups, out.parent)
     plot_learned_labels(groups, args, out.parent / "autolabel_labels.png")
 
 

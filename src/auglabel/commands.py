@@ -1,7 +1,6 @@
 """What the CLI's evaluate, calibrate and demo commands do, as plain functions (usable from Python)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +8,9 @@ import torch
 
 from .calibrate import fit_temperature
 from .data.loader import DeviceLoader
-from .engine.config import DataConfig, ExperimentConfig, TrainConfig
 from .engine.evaluate import evaluate
 from .engine.runs import LoadedRun, load_run
-from .engine.trainer import Trainer
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .metrics import CalibrationStats
 from .report.plots import reliability_diagram
 
@@ -88,40 +85,3 @@ def _device(name: str) -> torch.device:
     from .distributed import resolve_device
 
     return resolve_device(name)
-
-
-def demo_config(epochs: int, data_name: str, data_root: str | None, device: str,
-                threads: int | None = None) -> ExperimentConfig:
-    """The demo: small CNN, clean one-hot training, a few epochs; digits needs more epochs and a fraction split."""
-    if data_name == "digits":
-        data = DataConfig(name="digits", val_size=0.1)
-        train = TrainConfig(epochs=max(epochs, 30), batch_size=64, device=device, threads=threads)
-    else:
-        data = DataConfig(name=data_name, root=data_root, val_size=5000)
-        train = TrainConfig(epochs=epochs, batch_size=128, device=device, threads=threads)
-    return ExperimentConfig(data=data, train=train)
-
-
-def run_demo(epochs: int = 5, run_dir: str | None = None, data_root: str | None = None,
-             device: str = "auto", threads: int | None = None) -> tuple[dict[str, Any], Path]:
-    """Train the small CNN on Fashion-MNIST (digits when it is absent), evaluate, calibrate."""
-    from .data import load_dataset
-
-    data_name = "fashion_mnist"
-    try:
-        load_dataset("fashion_mnist", "test", root=data_root)
-    except DataError as exc:
-        print(f"Fashion-MNIST is not available ({exc}).\n"
-              "Falling back to scikit-learn's 8x8 digits; install Debian's dataset-fashion-mnist "
-              "(apt-get install dataset-fashion-mnist) for the real demo.", flush=True)
-        data_name = "digits"
-    cfg = demo_config(epochs, data_name, data_root, device, threads)
-    run_path = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    cfg.run_dir = str(run_path)
-    print(f"training small_cnn on {data_name} for {cfg.train.epochs} epochs -> {run_path}", flush=True)
-    metrics = Trainer(cfg, run_path).fit()
-    calibration = calibrate_run(run_path, device="cpu")
-    metrics["temperature_scaling"] = calibration
-    print(f"temperature scaling: T = {calibration['temperature']:.3f}, "
-          f"test ECE {calibration['before']['ece']:.4f} -> {calibration['after']['ece']:.4f}")
-    return metrics, run_path

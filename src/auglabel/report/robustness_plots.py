@@ -55,6 +55,33 @@ def plot_corruption_severity(curves: Mapping[str, Sequence[float]], path: str | 
     return _save(figure, path)
 
 
+def plot_severity_comparison(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
+                             title: str = "", spread: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> Path:
+    """Several methods on the panels of :func:`plot_corruption_severity`: ``curves[label]`` holds
+    ``accuracy`` and ``ece`` (6 fractions, severity 0..5); ``spread[label]`` optional error bars."""
+    if not curves:
+        raise DataError("severity comparison: no curves to plot")
+    for label, curve in curves.items():
+        for key in ("accuracy", "ece"):
+            if len(curve.get(key, ())) != 6:
+                raise DataError(f"severity comparison: {label!r} needs 6 values (severity 0..5) of {key!r}")
+    severities = list(range(6))
+    figure, axes = _figure((9.0, 3.6), 2)
+    for label, curve in curves.items():
+        for axis, key in zip(axes, ("accuracy", "ece")):
+            errors = None if spread is None else [100 * v for v in spread[label][key]]
+            axis.errorbar(severities, [100 * v for v in curve[key]], yerr=errors, marker="o", capsize=3, label=label)
+    axes[0].set(xlabel="corruption severity (0 = clean)", ylabel="accuracy (%)", title="Accuracy")
+    axes[1].set(xlabel="corruption severity (0 = clean)", ylabel="ECE (%)", title="Calibration error")
+    axes[1].legend(loc="upper left", frameon=False)
+    for axis in axes:
+        axis.set_xticks(severities)
+        axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
 def plot_corruption_types(per_type: Mapping[str, Mapping[str, float]], path: str | os.PathLike,
                           title: str = "") -> Path:
     """Horizontal bars of accuracy and ECE (in %, mean over the 5 severities) per corruption type."""
