@@ -26,6 +26,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "autolabel"
 #: (table title, paper reference, [(config stem, row label)])
 GROUPS = [
     ("AugMix", "Table 2", [("augmix", "AugMix"), ("augmix_autolabel", "+ AutoLabel")]),
+    ("AugMix-JSD", "Table 2, JSD variant", [("augmix_jsd", "AugMix + JSD"),
+                                              ("augmix_jsd_autolabel", "+ AutoLabel")]),
     ("mixup", "Table 3", [("mixup_beta0.2", "mixup (β = 0.2)"), ("mixup_beta1", "mixup (β = 1)"),
                           ("mixup_beta1_autolabel", "+ AutoLabel (β = 1)")]),
     ("Adversarial training", "Table 4", [("at", "AT"), ("ccat", "CCAT"), ("at_autolabel", "AT + AutoLabel")]),
