@@ -66,7 +66,7 @@ def run_job(stem: str, seed: int, adversarial: bool, args: argparse.Namespace) -
     if "corruption.ece" not in done or done.get("corruption.count") != args.subsample:
         call(cli("evaluate", str(run), "--suite", "corruptions", "--subsample", str(args.subsample),
                  "--corruptions", ",".join(benchmark_corruptions()), threads=args.threads))
-    if adversarial and "adversarial.accuracy" not in metrics():
+    if adversarial and any(f"adversarial.{eps}" not in metrics() for eps in ADV_EPS):
         call(cli("evaluate", str(run), "--suite", "adversarial", "--subsample", str(args.adv_subsample),
                  threads=args.threads))
     print(f"done: {stem} seed {seed}", flush=True)
@@ -98,7 +98,7 @@ def table(results: dict[str, list[dict]], rows: list[tuple[str, str]], adversari
         runs = results[stem]
         cells = [cell([m[k] for m in runs]) for k in ("accuracy", "ece", "corruption.acc", "corruption.ece")]
         if adversarial:
-            cells += [cell([m["adversarial.accuracy"][eps] for m in runs]) for eps in ADV_EPS]
+            cells += [cell([m[f"adversarial.{eps}"] for m in runs]) for eps in ADV_EPS]
         wall = statistics.mean(m["train_wall_time_s"] for m in runs)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {wall:.0f} |")
     return "\n".join(lines)
