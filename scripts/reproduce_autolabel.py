@@ -30,7 +30,9 @@ GROUPS = [
                                               ("augmix_jsd_autolabel", "+ AutoLabel")]),
     ("mixup", "Table 3", [("mixup_beta0.2", "mixup (β = 0.2)"), ("mixup_beta1", "mixup (β = 1)"),
                           ("mixup_beta1_autolabel", "+ AutoLabel (β = 1)")]),
-    ("Adversarial training", "Table 4", [("at", "AT"), ("ccat", "CCAT"), ("at_autolabel", "AT + AutoLabel")]),
+    ("Adversarial training", "Table 4", [("at", "AT"), ("ccat", "CCAT"),
+                                                  ("at_sampled_eps", "AT, ε ~ U(0, ε_max) (control)"),
+                                                  ("at_autolabel", "AT + AutoLabel")]),
 ]
 ADVERSARIAL_GROUP = "Adversarial training"
 ADV_EPS = ("0.02", "0.03", "0.04")
