@@ -106,6 +106,36 @@ def table(results: dict[str, list[dict]], rows: list[tuple[str, str]], adversari
     return "\n".join(lines)
 
 
+def read_autolabel_csv(run: Path) -> list[dict]:
+    import csv
+
+    with (run / "autolabel.csv").open(newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def label_diagnostics(groups: list, args: argparse.Namespace) -> str:
+    """Why the labels moved (or not): per AutoLabel config, mean +- std over seeds of the final
+    bucket values and of how often the augmented validation split found the model over-confident."""
+    lines = ["| config | final mean t | final min t | updates with Conf > Acc (epochs 2+) | "
+             "Conf - Acc, last 5 epochs (pp) |", "|---|---|---|---|---|"]
+    for title, _, rows in groups:
+        for stem, label in rows:
+            if "autolabel" not in stem:
+                continue
+            stats = []
+            for seed in args.seeds:
+                table_rows = read_autolabel_csv(Path(args.runs) / f"{stem}-seed{seed}")
+                last = max(r["epoch"] for r in table_rows)
+                final = [r["t"] for r in table_rows if r["epoch"] == last]
+                later = [r for r in table_rows if r["epoch"] >= 2]
+                over = sum(r["val_confidence"] > r["val_accuracy"] for r in later) / len(later)
+                gap = [r["val_confidence"] - r["val_accuracy"] for r in table_rows if r["epoch"] > last - 5]
+                stats.append((statistics.mean(final), min(final), over, statistics.mean(gap)))
+            cells = [cell([s[i] for s in stats], scale) for i, scale in enumerate((1, 1, 100, 100))]
+            lines.append(f"| {stem} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -129,8 +159,6 @@ def plot_severity(results: dict[str, list[dict]], groups: list, directory: Path)
 
 def plot_learned_labels(groups: list, args: argparse.Namespace, path: Path) -> None:
     """The final learned true-class value of every bucket against distance, one panel per AutoLabel config."""
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,12 +169,11 @@ def plot_learned_labels(groups: list, args: argparse.Namespace, path: Path) -> N
     for ax, (stem, label, title) in zip(axes[0], stems):
         curves: dict[int, list[list[float]]] = {}
         for seed in args.seeds:
-            with (Path(args.runs) / f"{stem}-seed{seed}" / "autolabel.csv").open(newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            last = max(int(r["epoch"]) for r in rows)
+            rows = read_autolabel_csv(Path(args.runs) / f"{stem}-seed{seed}")
+            last = max(r["epoch"] for r in rows)
             for group in sorted({int(r["group"]) for r in rows}):
-                final = [r for r in rows if int(r["epoch"]) == last and int(r["group"]) == group]
-                curves.setdefault(group, []).append([float(r["t"]) for r in sorted(final, key=lambda r: int(r["bucket"]))])
+                final = [r for r in rows if r["epoch"] == last and r["group"] == group]
+                curves.setdefault(group, []).append([r["t"] for r in sorted(final, key=lambda r: r["bucket"])])
         for group, per_seed in curves.items():
             n = len(per_seed[0])
             centres = [(b + 0.5) / n for b in range(n)]
@@ -203,7 +230,7 @@ def main() -> None:
     text = (f"Command: `{command.strip()}`  \nWall time of this invocation: {wall / 60:.1f} min "
             f"({args.jobs} jobs x {args.threads} thread(s)); seeds {args.seeds}; -C on {args.subsample} "
             f"test images x 15 corruptions x 5 severities; PGD-50 (3 restarts) on {args.adv_subsample}.\n\n"
-            + "\n\n".join(sections) + "\n")
+            + "\n\n".join(sections) + "\n\n### AutoLabel diagnostics\n\n" + label_diagnostics(groups, args) + "\n")
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
