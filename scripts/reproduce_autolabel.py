@@ -116,7 +116,7 @@ def read_autolabel_csv(run: Path) -> list[dict]:
 def label_diagnostics(groups: list, args: argparse.Namespace) -> str:
     """Why the labels moved (or not): per AutoLabel config, mean +- std over seeds of the final
     bucket values and of how often the augmented validation split found the model over-confident."""
-    lines = ["| config | final mean t | final min t | updates with Conf > Acc (epochs 2+) | "
+    lines = ["| config | final mean t | final min t | updates with Conf > Acc, epochs 2+ (%) | "
              "Conf - Acc, last 5 epochs (pp) |", "|---|---|---|---|---|"]
     for title, _, rows in groups:
         for stem, label in rows:
