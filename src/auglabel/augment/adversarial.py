@@ -58,26 +58,17 @@ class AdversarialAugmentation(Augmentation):
         else:
             eps = torch.full((n,), self.eps, device=x.device, dtype=x.dtype)
         distance = eps / self.eps if self.eps > 0 else torch.zeros_like(eps)
+        return self._perturb(batch, eps, distance, model, generator, self.bn_mode, self._clean_rows(n, generator, x.device))
+
+    def _clean_rows(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor | None:
+        """A mask of ``round(n * clean_fraction)`` random rows left clean (None when there are none):
+        Stutz et al. train CCAT on half clean, half adversarial batches."""
         num_clean = round(n * self.clean_fraction)
         if num_clean == 0:
-            return self._perturb(batch, eps, distance, model, generator, self.bn_mode)
-        return self._perturb_part(batch, eps, distance, num_clean, model, generator)
-
-    def _perturb_part(self, batch: Batch, eps: Tensor, distance: Tensor, num_clean: int, model: nn.Module,
-                      generator: torch.Generator) -> Batch:
-        """Attack all but ``num_clean`` random rows; the clean rows report ``view`` 0, eps 0 and
-        distance 0 (Stutz et al. train CCAT on half clean, half adversarial batches)."""
-        x = batch.inputs
-        attacked = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        attacked[torch.randperm(len(x), generator=generator, device=generator.device)[:num_clean].to(x.device)] = False
-        x_adv = self.attack(model, x[attacked], batch.labels[attacked], eps[attacked], generator, self.bn_mode)
-        inputs = x.clone()
-        inputs[attacked] = x_adv
-        zero = torch.zeros_like(eps)
-        eps, distance = torch.where(attacked, eps, zero), torch.where(attacked, distance, zero)
-        info = {"eps": eps, "delta_linf": linf_distance(inputs, x), "distance": distance,
-                "view": attacked.long()}
-        return batch.replace(inputs=inputs, info=info)
+            return None
+        clean = torch.zeros(n, dtype=torch.bool, device=device)
+        clean[torch.randperm(n, generator=generator, device=generator.device)[:num_clean].to(device)] = True
+        return clean
 
     def apply_at_distance(self, batch: Batch, distance: Tensor, *, generator: torch.Generator,
                           model: nn.Module | None = None, group: Tensor | None = None) -> Batch:
@@ -98,11 +89,20 @@ class AdversarialAugmentation(Augmentation):
         return model
 
     def _perturb(self, batch: Batch, eps: Tensor, distance: Tensor, model: nn.Module,
-                 generator: torch.Generator, bn_mode: str) -> Batch:
-        """Replace the inputs by their attack at per-sample budget ``eps`` and report it."""
+                 generator: torch.Generator, bn_mode: str, clean: Tensor | None = None) -> Batch:
+        """Replace the inputs by their attack at per-sample budget ``eps`` and report it; rows of the
+        optional ``clean`` mask stay as they are and report ``view`` 0, eps 0 and distance 0."""
         x = batch.inputs
-        x_adv = self.attack(model, x, batch.labels, eps, generator, bn_mode)
-        info = {"eps": eps, "delta_linf": linf_distance(x_adv, x), "distance": distance}
+        info: dict[str, Tensor] = {}
+        if clean is None:
+            x_adv = self.attack(model, x, batch.labels, eps, generator, bn_mode)
+        else:
+            attacked = ~clean
+            x_adv = x.clone()
+            x_adv[attacked] = self.attack(model, x[attacked], batch.labels[attacked], eps[attacked], generator, bn_mode)
+            eps, distance = eps.masked_fill(clean, 0), distance.masked_fill(clean, 0)
+            info["view"] = attacked.long()
+        info.update(eps=eps, delta_linf=linf_distance(x_adv, x), distance=distance)
         return batch.replace(inputs=x_adv, info=info)
 
 
