@@ -178,7 +178,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
     parser.add_argument("--device", type=str, default="auto")
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(list(argv))
-    if args.epochs is not None and args.epochs < 1 or args.subsample < 1:
+    if (args.epochs is not None and args.epochs < 1) or args.subsample < 1:
         raise ConfigError("demo: --epochs and --subsample must be >= 1")
     results, root = run_demo(epochs=args.epochs, run_dir=args.run_dir, data_root=args.data_root,
                              device=args.device, threads=args.threads, subsample=args.subsample)

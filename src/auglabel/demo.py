@@ -73,23 +73,17 @@ def run_demo(epochs: int | None = None, run_dir: str | None = None, data_root: s
         cfg.run_dir = str(root / name)
         print(f"[{index}/{len(METHODS)}] {label}: small_cnn on {data_name}, {cfg.train.epochs} epochs "
               f"-> {cfg.run_dir}", flush=True)
-        Trainer(cfg, cfg.run_dir).fit()
+        test_count = int(Trainer(cfg, cfg.run_dir).fit()["count"])
         calibration = calibrate_run(cfg.run_dir, device="cpu")
         print(f"    temperature scaling: T = {calibration['temperature']:.3f}, test ECE "
               f"{calibration['before']['ece']:.4f} -> {calibration['after']['ece']:.4f}", flush=True)
         metrics = evaluate_run(cfg.run_dir, device=device, suites="corruptions",
-                               subsample=min(subsample, _test_size(cfg)), corruptions=list(BENCHMARK_CORRUPTIONS))
+                               subsample=min(subsample, test_count), corruptions=list(BENCHMARK_CORRUPTIONS))
         results[name] = metrics
     plot_severity_comparison({label: severity_curves(results[name]) for name, label, *_ in METHODS},
                              root / "severity.png", title=f"{data_name}: clean and corrupted test images")
     write_bytes_atomic(comparison_markdown(results).encode("utf-8"), root / "comparison.md")
     return results, root
-
-
-def _test_size(cfg: ExperimentConfig) -> int:
-    from .data import load_dataset
-
-    return len(load_dataset(cfg.data.name, "test", root=cfg.data.root))
 
 
 def comparison_markdown(results: dict[str, dict[str, Any]]) -> str:
