@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from run_grid import mean_std_cell  # scripts/ is on sys.path when this file runs as a script
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "autolabel"
 #: (table title, paper reference, [(config stem, row label)])
 GROUPS = [
@@ -81,12 +83,6 @@ def benchmark_corruptions() -> list[str]:
     return list(BENCHMARK_CORRUPTIONS)
 
 
-def cell(values: list[float], scale: float = 100.0) -> str:
-    if len(values) == 1:
-        return f"{values[0] * scale:.2f}"
-    return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
-
-
 def table(results: dict[str, list[dict]], rows: list[tuple[str, str]], adversarial: bool) -> str:
     header = "| method | Acc % | ECE % | cAcc % | cECE % |"
     rule = "|---|---|---|---|---|"
@@ -98,9 +94,9 @@ def table(results: dict[str, list[dict]], rows: list[tuple[str, str]], adversari
     lines = [header, rule]
     for stem, label in rows:
         runs = results[stem]
-        cells = [cell([m[k] for m in runs]) for k in ("accuracy", "ece", "corruption.acc", "corruption.ece")]
+        cells = [mean_std_cell([m[k] for m in runs]) for k in ("accuracy", "ece", "corruption.acc", "corruption.ece")]
         if adversarial:
-            cells += [cell([m[f"adversarial.{eps}"] for m in runs]) for eps in ADV_EPS]
+            cells += [mean_std_cell([m[f"adversarial.{eps}"] for m in runs]) for eps in ADV_EPS]
         wall = statistics.mean(m["train_wall_time_s"] for m in runs)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {wall:.0f} |")
     return "\n".join(lines)
@@ -131,7 +127,7 @@ def label_diagnostics(groups: list, args: argparse.Namespace) -> str:
                 over = sum(r["val_confidence"] > r["val_accuracy"] for r in later) / len(later)
                 gap = [r["val_confidence"] - r["val_accuracy"] for r in table_rows if r["epoch"] > last - 5]
                 stats.append((statistics.mean(final), min(final), over, statistics.mean(gap)))
-            cells = [cell([s[i] for s in stats], scale) for i, scale in enumerate((1, 1, 100, 100))]
+            cells = [mean_std_cell([s[i] for s in stats], scale) for i, scale in enumerate((1, 1, 100, 100))]
             lines.append(f"| {stem} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 KEYS = ("accuracy", "ece", "rms_ce", "oe", "brier", "nll")
 
 
-def _cell(values: list[float], percent: bool) -> str:
-    scale = 100.0 if percent else 1.0
+def mean_std_cell(values: list[float], scale: float = 100.0) -> str:
+    """``mean ± sample std`` of ``values * scale`` with 2 decimals (the value alone for one run)."""
     if len(values) == 1:
         return f"{values[0] * scale:.2f}"
     return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
@@ -55,7 +55,7 @@ def main() -> None:
                     sys.exit(f"{config} seed {seed} failed")
             results.append(json.loads((run / "metrics.json").read_text()))
         walls = [m.get("train_wall_time_s", float("nan")) for m in results]
-        cells = [_cell([m[k] for m in results], percent=k in ("accuracy", "ece", "rms_ce", "oe")) for k in KEYS]
+        cells = [mean_std_cell([m[k] for m in results], 100.0 if k in ("accuracy", "ece", "rms_ce", "oe") else 1.0) for k in KEYS]
         rows.append(f"| {stem} | " + " | ".join(cells) + f" | {statistics.mean(walls):.0f} |")
     header = ("| config | accuracy % | ECE % | RMS CE % | OE % | Brier (0..2) | NLL | train s/run |\n"
               "|---|---|---|---|---|---|---|---|")
