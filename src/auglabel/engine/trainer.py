@@ -6,6 +6,7 @@ checkpoint, so ``--resume`` continues a run exactly where it stopped.
 """
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import sys
@@ -55,6 +56,32 @@ class EpochContext:
     @property
     def is_last_epoch(self) -> bool:
         return self.epoch >= self.num_epochs
+
+
+class BestEpoch:
+    """The epoch with the highest clean validation accuracy so far and a copy of its weights.
+
+    Every rank sees the same (all-reduced) validation accuracy, so every rank keeps the same copy;
+    it travels in the checkpoint, so a resumed run selects the same epoch as an uninterrupted one.
+    The first epoch reaching the maximum wins a tie.
+    """
+
+    def __init__(self, epoch: int = 0, val_accuracy: float = -1.0, model_state: dict | None = None):
+        self.epoch, self.val_accuracy, self.model_state = epoch, val_accuracy, model_state
+
+    def offer(self, epoch: int, val_accuracy: float, model: nn.Module) -> bool:
+        if val_accuracy <= self.val_accuracy:
+            return False
+        self.epoch, self.val_accuracy = epoch, val_accuracy
+        self.model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "val_accuracy": self.val_accuracy, "model": self.model_state}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "BestEpoch":
+        return cls(int(state["epoch"]), float(state["val_accuracy"]), state.get("model"))
 
 
 class WarmupCosine:
@@ -115,8 +142,15 @@ class Trainer:
         self.val_loader = make_loader(self.splits.train_set, self.splits.val_idx, cfg, self.ctx, train=False)
         self.test_loader = make_loader(self.splits.test_set, self.splits.test_idx, cfg, self.ctx, train=False)
         model = make_model(cfg, self.splits).to(self.ctx.device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         augment, labels = make_methods(cfg)
-        self.step = TrainingStep(model, augment, labels).to(self.ctx.device)
+        autocast = torch.bfloat16 if cfg.train.precision == "bf16" else None
+        if autocast is not None and self.ctx.device.type != "cuda" and self.ctx.is_main:
+            print(f"note: train.precision bf16 applies on CUDA only; training on {self.ctx.device} in fp32",
+                  file=sys.stderr)
+        self.step = TrainingStep(model, augment, labels, autocast_dtype=autocast,
+                                 channels_last=cfg.train.channels_last).to(self.ctx.device)
         check_compatible(augment, labels, model, self.val_loader)
         self.step_ddp: nn.Module = self.step
         if self.ctx.enabled:
@@ -130,6 +164,7 @@ class Trainer:
             self.optimizer, WarmupCosine(cfg.train.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch)))
         self.generator = torch.Generator(device=self.ctx.device)
         self.start_epoch = 1
+        self.best = BestEpoch()
         if resume:
             self._restore(load_checkpoint(self.run_dir / CHECKPOINT_NAME))
         if self.ctx.is_main:
@@ -148,6 +183,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
             self.start_epoch = int(state["epoch"]) + 1
+            if "best" in state:
+                self.best = BestEpoch.from_state(state["best"])
         except (KeyError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"checkpoint does not match this configuration: {first}") from None
@@ -155,7 +192,7 @@ class Trainer:
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(), "best": self.best.state()}
 
     def _epoch_seed(self, epoch: int) -> int:
         return (self.cfg.train.seed * 1_000_003 + epoch) * 1_009 + self.ctx.rank
@@ -195,6 +232,8 @@ class Trainer:
         train_time = time.perf_counter() - tic
         val_stats, _, _ = evaluate(self.model, self.val_loader)
         row.update({f"val_{key}": value for key, value in val_stats.compute().items()})
+        if self.cfg.train.keep_best:
+            self.best.offer(epoch, row["val_accuracy"], self.model)
         context = EpochContext(epoch, self.model, self.step.augment, self.step.labels, self.val_loader,
                                self.generator, self.ctx, self.run_dir, self.cfg.train.epochs)
         row.update(self.step.augment.on_epoch_end(context))
@@ -228,11 +267,20 @@ class Trainer:
         distributed.barrier()
         return metrics
 
+    def _best_epoch_metrics(self) -> dict[str, Any]:
+        """Test metrics of the best-validation epoch's weights (the final weights are left in place)."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best.model_state)
+        test_stats, _, _ = evaluate(model, self.test_loader)
+        return {"epoch": self.best.epoch, "val_accuracy": self.best.val_accuracy, **test_stats.compute()}
+
     def final_metrics(self) -> dict[str, Any]:
         test_stats, _, _ = evaluate(self.model, self.test_loader)
         val_stats, _, _ = evaluate(self.model, self.val_loader)
         metrics: dict[str, Any] = {"dataset": self.cfg.data.name, "split": "test", **test_stats.compute(),
                                    "brier_scale": "0..2", "val": val_stats.compute(), "epochs": self.cfg.train.epochs}
+        if self.cfg.train.keep_best and self.best.model_state is not None:
+            metrics["best_val"] = self._best_epoch_metrics()
         if self.ctx.is_main:
             reliability_diagram(test_stats.bins(), self.run_dir / "reliability.png",
                                 title=f"{self.cfg.data.name} test ({self.cfg.augment.name} + {self.cfg.labels.name})")
