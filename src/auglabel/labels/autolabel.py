@@ -14,11 +14,21 @@ AugMix's chain depth); the distance falls into one of N buckets, ``n = ceil(dist
 
 After every epoch (eq. 3 of the paper), for every bucket S_n:
 ``t <- t - alpha * ECE(Q) * sign(Conf(Q) - Acc(Q))``, clipped to ``[Acc(Q), 1]``, where Q(S_n) is the
-clean validation split augmented at distances drawn uniformly inside S_n.
+clean validation split augmented at distances drawn uniformly inside S_n.  This is ``rule="paper"``,
+the default.
+
+``rule="signed_gap"`` (an option, not in the paper): with ~100 validation samples a bucket the
+binned ECE is biased upward (a perfectly calibrated model measures ~9 %), so the paper's rule takes
+spurious steps whose sign, ``sign(Conf - Acc)``, is noise as well.  The signed gap
+``g = mean(conf_i - correct_i)`` is an unbiased estimate of ``Conf - Acc``; with its standard error
+``se = std(conf_i - correct_i, ddof=1) / sqrt(n)`` a bucket steps only when ``|g| > z * se``, and then
+by ``t <- clip(t - alpha * g, Acc(Q), 1)``.  Buckets that fail the test, or hold n < 2 samples, keep t.
 
 Design choice on cost: one pass over the validation split per epoch in total; each validation
 sample is drawn into one uniformly random bucket (so every bucket sees ~|val| / (G * N) samples).
-Per-bucket calibration bins are summed across DDP ranks, so every rank holds identical values.
+Per-bucket calibration bins are summed across DDP ranks, so every rank holds identical values; the
+statistics are (G * N, 4, num_bins) sums per bin: counts, confidence sums, correct sums and sums of
+``(conf - correct) ** 2`` (the last one feeds the signed gap's standard error).
 """
 from __future__ import annotations
 
@@ -46,6 +56,49 @@ def single_label_targets(one_hot: Tensor, true_value: Tensor) -> Tensor:
     k = one_hot.shape[1]
     t = true_value[:, None]
     return one_hot * t + (1 - one_hot) * (1 - t) / (k - 1)
+
+
+def sample_statistics(conf: Tensor, correct: Tensor, num_bins: int) -> Tensor:
+    """float64 (4, num_bins) per-bin sums of one bucket's samples: counts, ``conf``, ``correct`` and
+    ``(conf - correct) ** 2``.  All are sums, so batches and DDP ranks add up exactly."""
+    squared = (conf.to(torch.float64) - correct.to(torch.float64)) ** 2
+    # bin_statistics bins by ``conf`` and sums its second argument per bin: the squared gaps here
+    return torch.stack([*bin_statistics(conf, correct, num_bins), bin_statistics(conf, squared, num_bins)[2]])
+
+
+def signed_gap(stats: Tensor) -> tuple[Tensor, Tensor]:
+    """Per bucket ``g = mean(conf - correct)`` and ``se = std(conf - correct, ddof=1) / sqrt(n)``.
+
+    From (B, 4, num_bins) sums; ``g`` is 0 for an empty bucket, ``se`` is NaN for n < 2 (and when the
+    squared-gap row is absent, i.e. 3-row statistics).  The unbiased estimate of eq. 3's Conf - Acc.
+    """
+    n = stats[:, 0].sum(dim=1)
+    total = stats[:, 1].sum(dim=1) - stats[:, 2].sum(dim=1)
+    gap = total / n.clamp(min=1)
+    if stats.shape[1] < 4:
+        return gap, torch.full_like(gap, float("nan"))
+    variance = ((stats[:, 3].sum(dim=1) - n * gap**2) / (n - 1).clamp(min=1)).clamp(min=0)
+    se = torch.where(n >= 2, (variance / n.clamp(min=1)).sqrt(), torch.full_like(gap, float("nan")))
+    return gap, se
+
+
+def paper_update(t: Tensor, counts: Tensor, accuracy: Tensor, confidence: Tensor, ece: Tensor,
+                 alpha: float) -> Tensor:
+    """Eq. 3 as in the paper: ``clip(t - alpha * ECE * sign(Conf - Acc), Acc, 1)``; empty buckets keep t."""
+    updated = t - alpha * ece * torch.sign(confidence - accuracy)
+    updated = torch.maximum(torch.minimum(updated, torch.ones_like(updated)), accuracy)
+    return torch.where(counts > 0, updated, t)
+
+
+def signed_gap_update(t: Tensor, counts: Tensor, accuracy: Tensor, gap: Tensor, se: Tensor, alpha: float,
+                      z: float) -> Tensor:
+    """Eq. 3 with the signed gap: ``clip(t - alpha * g, Acc, 1)`` where ``|g| > z * se`` and n >= 2, else t."""
+    updated = torch.maximum(torch.minimum(t - alpha * gap, torch.ones_like(t)), accuracy)
+    significant = (counts >= 2) & (gap.abs() > z * se)  # se is NaN for n < 2: never significant
+    return torch.where(significant, updated, t)
+
+
+RULES = ("paper", "signed_gap")
 
 
 def two_image_targets(labels: Tensor, partner_labels: Tensor, gamma: Tensor, true_value: Tensor,
@@ -76,12 +129,17 @@ class AutoLabel(LabelStrategy):
         init: initial true-class value of every bucket (1 = one-hot).
         num_bins: confidence bins of the per-bucket ECE.
         two_image: use the two-image (mixup) target when the batch reports ``partner_label``.
+        rule: ``"paper"`` (eq. 3: step by the binned ECE with the sign of Conf - Acc, every non-empty
+            bucket) or ``"signed_gap"`` (step by the unbiased signed gap ``g = mean(conf - correct)``,
+            only in buckets where ``|g| > z * se``; see the module docstring: binned ECE is biased
+            upward on small buckets, so the paper's rule also moves calibrated buckets).
+        z: significance threshold of ``"signed_gap"`` in standard errors (>= 0; unused by ``"paper"``).
     """
 
     requires_info = ("distance",)
 
     def __init__(self, num_buckets: int = 10, alpha: float = 1.0, init: float = 1.0, num_bins: int = 15,
-                 two_image: bool = True):
+                 two_image: bool = True, rule: str = "paper", z: float = 2.0):
         super().__init__()
         if isinstance(num_buckets, bool) or not isinstance(num_buckets, int) or num_buckets < 1:
             raise ConfigError(f"autolabel: num_buckets must be an integer >= 1, got {num_buckets!r}")
@@ -91,7 +149,12 @@ class AutoLabel(LabelStrategy):
             raise ConfigError(f"autolabel: init must be in (0, 1], got {init}")
         if num_bins < 1:
             raise ConfigError(f"autolabel: num_bins must be >= 1, got {num_bins}")
+        if rule not in RULES:
+            raise ConfigError(f"autolabel: rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if not z >= 0:
+            raise ConfigError(f"autolabel: z must be >= 0, got {z}")
         self.num_buckets, self.alpha, self.init, self.num_bins = num_buckets, alpha, init, num_bins
+        self.rule, self.z = rule, float(z)
         self.two_image = two_image
         self.register_buffer("values", torch.full((1, num_buckets), float(init)))
         self.history: list[list[list[float]]] = []
@@ -135,11 +198,12 @@ class AutoLabel(LabelStrategy):
     def bucket_statistics(self, model: nn.Module, augment: nn.Module, loader, generator: torch.Generator) -> Tensor:
         """Per-bucket calibration bins on the augmented validation split, summed over ranks.
 
-        Returns float64 (G * N, 3, num_bins): counts, confidence sums, correct sums.
+        Returns float64 (G * N, 4, num_bins) per-bin sums: counts, confidence sums, correct sums and
+        sums of ``(conf - correct) ** 2`` (see :func:`sample_statistics`).
         """
         groups, n_buckets = self.values.shape
         total = groups * n_buckets
-        stats = torch.zeros(total, 3, self.num_bins, dtype=torch.float64)
+        stats = torch.zeros(total, 4, self.num_bins, dtype=torch.float64)
         was_training = model.training
         model.eval()
         for batch in loader:
@@ -154,23 +218,33 @@ class AutoLabel(LabelStrategy):
             bucket, conf, correct = bucket.cpu(), conf.cpu(), correct.cpu()
             for b in torch.unique(bucket).tolist():
                 mask = bucket == b
-                stats[b] += torch.stack(bin_statistics(conf[mask], correct[mask], self.num_bins))
+                stats[b] += sample_statistics(conf[mask], correct[mask], self.num_bins)
         model.train(was_training)
         return distributed.all_reduce_sum(stats)
 
     def update_from_statistics(self, stats: Tensor) -> dict[str, Tensor]:
-        """Apply ``t <- clip(t - alpha * ECE * sign(Conf - Acc), Acc, 1)`` to every non-empty bucket."""
+        """Apply eq. 3 under ``self.rule`` (:func:`paper_update` or :func:`signed_gap_update`).
+
+        ``stats``: (G * N, 4, num_bins) from :meth:`bucket_statistics`; the paper rule also accepts the
+        first three rows alone (counts, confidence sums, correct sums).
+        """
         groups, n_buckets = self.values.shape
         counts = stats[:, 0].sum(dim=1)
         accuracy = stats[:, 2].sum(dim=1) / counts.clamp(min=1)
         confidence = stats[:, 1].sum(dim=1) / counts.clamp(min=1)
-        ece = torch.stack([ece_from_bins(*s) if c > 0 else s.new_zeros(()) for s, c in zip(stats, counts)])
+        ece = torch.stack([ece_from_bins(s[0], s[1], s[2]) if c > 0 else s.new_zeros(())
+                           for s, c in zip(stats, counts)])
+        gap, se = signed_gap(stats)
         t = self.values.flatten().to(torch.float64)
-        updated = t - self.alpha * ece * torch.sign(confidence - accuracy)
-        updated = torch.maximum(torch.minimum(updated, torch.ones_like(updated)), accuracy)
-        updated = torch.where(counts > 0, updated, t)
+        if self.rule == "paper":
+            updated = paper_update(t, counts, accuracy, confidence, ece, self.alpha)
+        elif stats.shape[1] < 4:
+            raise ValueError("autolabel: rule signed_gap needs 4-row statistics (with squared-gap sums)")
+        else:
+            updated = signed_gap_update(t, counts, accuracy, gap, se, self.alpha, self.z)
         self.values.copy_(updated.view(groups, n_buckets).to(self.values.dtype))
-        return {"count": counts, "accuracy": accuracy, "confidence": confidence, "ece": ece}
+        return {"count": counts, "accuracy": accuracy, "confidence": confidence, "ece": ece, "gap": gap,
+                "gap_se": se}
 
     def on_epoch_end(self, context: Any) -> dict[str, float]:
         tic = time.perf_counter()
@@ -198,17 +272,18 @@ class AutoLabel(LabelStrategy):
         for i, t in enumerate(self.values.flatten().tolist()):
             g, n = divmod(i, n_buckets)
             rows.append([context.epoch, g + 1, n + 1, n / n_buckets, (n + 1) / n_buckets, t,
-                         *(float(details[k][i]) for k in ("count", "accuracy", "confidence", "ece"))])
-        if not new:  # a resumed run: drop rows of epochs being redone
+                         *(float(details[k][i]) for k in ("count", "accuracy", "confidence", "ece", "gap", "gap_se"))])
+        header = ["epoch", "group", "bucket", "distance_lo", "distance_hi", "t", "val_count", "val_accuracy",
+                  "val_confidence", "val_ece", "val_gap", "val_gap_se"]
+        if not new:  # a resumed run: drop rows of epochs being redone (pad rows of an older, shorter file)
             with path.open(newline="") as handle:
                 kept = [r for r in csv.reader(handle)][1:]
-            kept = [r for r in kept if int(r[0]) < context.epoch]
+            kept = [r + ["nan"] * (len(header) - len(r)) for r in kept if int(r[0]) < context.epoch]
         else:
             kept = []
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["epoch", "group", "bucket", "distance_lo", "distance_hi", "t", "val_count",
-                             "val_accuracy", "val_confidence", "val_ece"])
+            writer.writerow(header)
             writer.writerows(kept + rows)
         if getattr(context, "is_last_epoch", True):  # plotting costs ~1 s: once, at the end
             plot_autolabel(self.history, context.run_dir / "autolabel.png")
