@@ -47,3 +47,13 @@ def test_paper_scale_overlay_is_one_override_away(tmp_path, capsys):
                  "--data.train_subset", "200", "--data.val_size", "50"])
     assert code == 0, capsys.readouterr().err
     assert "CUDA only" in capsys.readouterr().err
+
+
+def test_wrn_overlay_is_the_autolabel_papers_model():
+    from auglabel.cli import _experiment_from, _train_parser
+
+    overlay = ROOT / "testbed" / "scale" / "paper_wrn.yaml"
+    cfg = _experiment_from(_train_parser().parse_args(["--config", str(ROOT / "testbed" / "augmix_autolabel.yaml"),
+                                                       "--config", str(overlay)]))
+    assert cfg.model.name == "wide_resnet" and cfg.model.params == {"depth": 28, "width": 10, "dropout": 0.0}
+    assert cfg.augment.params["width"] == 1 and cfg.labels.name == "autolabel" and cfg.train.epochs == 200

@@ -67,3 +67,14 @@ def test_write_json_atomic_round_trip(tmp_path):
         write_json_atomic({"object": object()}, path)
     assert json.loads(path.read_text())["ece"] == 0.1  # a failed write leaves the old file intact
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_side_by_side_diagrams_have_one_column_per_panel(tmp_path):
+    from auglabel.report.plots import reliability_diagrams
+
+    one = reliability_diagram(overconfident_bins(), tmp_path / "one.png")
+    two = reliability_diagrams({"a": overconfident_bins(), "b": overconfident_bins()}, tmp_path / "two.png")
+    with Image.open(one) as a, Image.open(two) as b:
+        assert b.height == a.height and 1.8 * a.width < b.width < 2.2 * a.width
+    with pytest.raises(DataError, match="nothing to draw"):
+        reliability_diagrams({}, tmp_path / "none.png")

@@ -1,12 +1,14 @@
-"""``auglabel demo``: a one-hot baseline against AugMix + AutoLabel, on clean and corrupted data.
+"""``auglabel demo``: one-hot, AugMix and AugMix + AutoLabel in the test bed, clean and corrupted.
 
-Both runs train the small CNN with the same schedule; AugMix follows the AutoLabel paper's setting
-(one chain, clean weight lam ~ U(0, 1), cross-entropy on the augmented view) and AutoLabel learns a
-true-class value per (chain depth, ceil(lam N)) bucket.  Each run is then temperature-scaled and
-evaluated on a stratified test subsample corrupted with the 15 benchmark corruptions x 5
-severities.  Outputs (under the demo directory): ``baseline/`` and ``augmix_autolabel/`` (each a
-full run with reliability diagrams), ``comparison.md``, ``severity.png`` (accuracy and ECE against
-severity) and ``augmix_autolabel/autolabel.png`` (the learned labels).
+The three runs are the test bed's configs (``configs/testbed/{onehot,augmix,augmix_autolabel}.yaml``):
+the small CNN on 5,000 Fashion-MNIST training images for 30 epochs, where one-hot training fits
+the training set and is over-confident, so AugMix and AutoLabel each have something to show.
+AugMix follows the AutoLabel paper's setting (one chain, clean weight lam ~ U(0, 1), cross-entropy
+on the augmented view) and AutoLabel learns a true-class value per (chain depth, ceil(lam N))
+bucket.  Each run is then temperature-scaled and evaluated on a stratified test subsample
+corrupted with the 15 benchmark corruptions x 5 severities.  Outputs (under the demo directory):
+one run directory per method (each with reliability diagrams), ``comparison.md``, ``severity.png``
+(accuracy and ECE against severity) and ``augmix_autolabel/autolabel.png`` (the learned labels).
 """
 from __future__ import annotations
 
@@ -14,33 +16,37 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .commands import calibrate_run, evaluate_run
-from .engine.config import ComponentConfig, DataConfig, ExperimentConfig, TrainConfig
+from .engine.config import ExperimentConfig
 from .engine.trainer import Trainer
 from .errors import DataError
 from .report.io import write_bytes_atomic
 
-#: the demo's two methods: (directory, label, augmentation, label strategy)
-METHODS = (
-    ("baseline", "one-hot baseline", ComponentConfig("none"), ComponentConfig("onehot")),
-    ("augmix_autolabel", "AugMix + AutoLabel",
-     ComponentConfig("augmix", {"severity": 3, "width": 1, "jsd": False, "mix": "uniform"}),
-     ComponentConfig("autolabel", {"num_buckets": 10, "alpha": 1.0})),
-)
-DEFAULT_EPOCHS = {"fashion_mnist": 4, "digits": 30}
+TESTBED = Path(__file__).parent / "configs" / "testbed"
+#: the demo's methods: (test-bed config stem = run directory, label)
+METHODS = (("onehot", "one-hot"), ("augmix", "AugMix"), ("augmix_autolabel", "AugMix + AutoLabel"))
+DEFAULT_EPOCHS = {"fashion_mnist": 30, "digits": 30}
+
+
+def testbed_config(stem: str) -> ExperimentConfig:
+    """A test-bed config shipped with the package, by stem (``onehot``, ``augmix_autolabel``...)."""
+    return ExperimentConfig.from_dict(yaml.safe_load((TESTBED / f"{stem}.yaml").read_text()))
 
 
 def demo_config(data_name: str, epochs: int | None, data_root: str | None, device: str,
-                threads: int | None, augment: ComponentConfig, labels: ComponentConfig) -> ExperimentConfig:
-    """Small CNN, SGD + Nesterov with cosine decay; digits gets a fractional split and smaller batches."""
-    epochs = DEFAULT_EPOCHS[data_name] if epochs is None else epochs
+                threads: int | None, stem: str) -> ExperimentConfig:
+    """The test-bed config ``stem``; the digits fallback gets its whole (small) training set and smaller batches."""
+    cfg = testbed_config(stem)
+    cfg.train.epochs = DEFAULT_EPOCHS[data_name] if epochs is None else epochs
+    cfg.train.device, cfg.train.threads = device, threads
     if data_name == "digits":
-        data = DataConfig(name="digits", val_size=0.1)
-        train = TrainConfig(epochs=epochs, batch_size=64, device=device, threads=threads)
+        cfg.data.name, cfg.data.val_size, cfg.data.train_subset = "digits", 0.1, None
+        cfg.train.batch_size = 64
     else:
-        data = DataConfig(name=data_name, root=data_root, val_size=5000)
-        train = TrainConfig(epochs=epochs, batch_size=128, device=device, threads=threads)
-    return ExperimentConfig(data=data, augment=augment, labels=labels, train=train)
+        cfg.data.name, cfg.data.root = data_name, data_root
+    return cfg
 
 
 def available_dataset(data_root: str | None) -> str:
@@ -68,8 +74,8 @@ def run_demo(epochs: int | None = None, run_dir: str | None = None, data_root: s
     data_name = dataset or available_dataset(data_root)
     root = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     results: dict[str, dict[str, Any]] = {}
-    for index, (name, label, augment, labels) in enumerate(METHODS, 1):
-        cfg = demo_config(data_name, epochs, data_root, device, threads, augment, labels)
+    for index, (name, label) in enumerate(METHODS, 1):
+        cfg = demo_config(data_name, epochs, data_root, device, threads, name)
         cfg.run_dir = str(root / name)
         print(f"[{index}/{len(METHODS)}] {label}: small_cnn on {data_name}, {cfg.train.epochs} epochs "
               f"-> {cfg.run_dir}", flush=True)
@@ -80,7 +86,7 @@ def run_demo(epochs: int | None = None, run_dir: str | None = None, data_root: s
         metrics = evaluate_run(cfg.run_dir, device=device, suites="corruptions",
                                subsample=min(subsample, test_count), corruptions=list(BENCHMARK_CORRUPTIONS))
         results[name] = metrics
-    plot_severity_comparison({label: severity_curves(results[name]) for name, label, *_ in METHODS},
+    plot_severity_comparison({label: severity_curves(results[name]) for name, label in METHODS},
                              root / "severity.png", title=f"{data_name}: clean and corrupted test images")
     write_bytes_atomic(comparison_markdown(results).encode("utf-8"), root / "comparison.md")
     return results, root
@@ -88,12 +94,13 @@ def run_demo(epochs: int | None = None, run_dir: str | None = None, data_root: s
 
 def comparison_markdown(results: dict[str, dict[str, Any]]) -> str:
     """One row per method: full-test accuracy / ECE, and accuracy / ECE on the corrupted subsample."""
-    lines = ["| method | Acc % | ECE % | ECE % after T-scaling | cAcc % | cECE % |", "|---|---|---|---|---|---|"]
-    for name, label, *_ in METHODS:
+    lines = ["| method | Acc % | ECE % | OE % | ECE % after T-scaling | cAcc % | cECE % |",
+             "|---|---|---|---|---|---|---|"]
+    for name, label in METHODS:
         m = results[name]
         scaled = m["temperature_scaling"]["after"]["ece"]
-        lines.append(f"| {label} | {100 * m['accuracy']:.2f} | {100 * m['ece']:.2f} | {100 * scaled:.2f} | "
-                     f"{100 * m['corruption.acc']:.2f} | {100 * m['corruption.ece']:.2f} |")
+        lines.append(f"| {label} | {100 * m['accuracy']:.2f} | {100 * m['ece']:.2f} | {100 * m['oe']:.2f} | "
+                     f"{100 * scaled:.2f} | {100 * m['corruption.acc']:.2f} | {100 * m['corruption.ece']:.2f} |")
     count = results[METHODS[0][0]]["corruption.count"]
     return ("\n".join(lines) + f"\n\nAcc / ECE: the full test split. cAcc / cECE: {count} test images x "
             "15 corruptions x 5 severities, mean over the 75 cells.\n")

@@ -42,10 +42,29 @@ def reliability_diagram(bins: dict, path: str | os.PathLike, title: str = "") ->
     predictions in each bin, with the overall accuracy and mean confidence marked.
     The PNG is written atomically; returns its path.
     """
+    return reliability_diagrams({title or "Reliability diagram": bins}, path)
+
+
+def reliability_diagrams(panels: dict[str, dict], path: str | os.PathLike) -> Path:
+    """Several reliability diagrams side by side, one column per ``{title: bins}`` entry (same axes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    edges, counts, conf, acc = _checked_bins(bins)
+    if not panels:
+        raise DataError("reliability diagram: nothing to draw")
+    checked = {title: _checked_bins(bins) for title, bins in panels.items()}
+    figure = Figure(figsize=(5.0 * len(checked), 6.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, len(checked), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    for column, (title, bins) in enumerate(checked.items()):
+        _draw_reliability(axes[0, column], axes[1, column], *bins, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return write_bytes_atomic(buffer.getvalue(), path)
+
+
+def _draw_reliability(top, bottom, edges: list[float], counts: list[float], conf: list[float],
+                      acc: list[float], title: str) -> None:
     filled = [c > 0 for c in counts]
     n = sum(counts)
     conf_sums = [c * m if f else 0.0 for c, m, f in zip(counts, conf, filled)]
@@ -56,16 +75,13 @@ def reliability_diagram(bins: dict, path: str | os.PathLike, title: str = "") ->
     gap_bottoms = [min(a, m) if f else 0.0 for a, m, f in zip(acc, conf, filled)]
     gap_heights = [abs(m - a) if f else 0.0 for a, m, f in zip(acc, conf, filled)]
 
-    figure = Figure(figsize=(5.0, 6.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(lefts, acc_heights, width=widths, align="edge", color="#4c72b0", edgecolor="#1f2f4f",
             linewidth=0.6, label="Accuracy")
     top.bar(lefts, gap_heights, bottom=gap_bottoms, width=widths, align="edge", color="#dd4444",
             alpha=0.35, edgecolor="#aa2222", hatch="//", linewidth=0.6, label="Gap to confidence")
     top.plot([0, 1], [0, 1], linestyle="--", color="0.35", linewidth=1.0, label="Perfect calibration")
     top.plot([], [], linestyle="none", label=f"ECE = {100 * ece:.2f}%")
-    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title or "Reliability diagram")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title)
     top.legend(loc="upper left", frameon=False)
 
     fractions = [c / n for c in counts]
@@ -77,7 +93,3 @@ def reliability_diagram(bins: dict, path: str | os.PathLike, title: str = "") ->
                    label=f"mean confidence {100 * mean_confidence:.1f}%")
     bottom.set(xlabel="Confidence", ylabel="Share of samples", ylim=(0, max(1e-9, max(fractions)) * 1.15))
     bottom.legend(loc="upper left", frameon=False, fontsize="small")
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return write_bytes_atomic(buffer.getvalue(), path)
