@@ -18,14 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from auglabel.reproduce.tables import mean_std_cell
+
 KEYS = ("accuracy", "ece", "rms_ce", "oe", "brier", "nll")
-
-
-def mean_std_cell(values: list[float], scale: float = 100.0) -> str:
-    """``mean ± sample std`` of ``values * scale`` with 2 decimals (the value alone for one run)."""
-    if len(values) == 1:
-        return f"{values[0] * scale:.2f}"
-    return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
 def main() -> None:

@@ -17,9 +17,10 @@ COMMANDS = {
     "train": "train a model from a YAML config (plus --section.key overrides)",
     "evaluate": "evaluate a run: clean test set, corruptions, perturbations, adversarial, OOD",
     "calibrate": "fit temperature scaling on a run's validation split; metrics before and after",
-    "demo": "one-hot baseline vs AugMix + AutoLabel on Fashion-MNIST: accuracy and calibration, clean and corrupted",
+    "demo": "one-hot, AugMix and AugMix + AutoLabel in the test bed: accuracy and calibration, clean and corrupted",
     "compare": "side-by-side table of several runs' metrics (mean ± std over seeds)",
     "data": "dataset tools: 'data corrupt DATASET' writes its -C set (cached)",
+    "reproduce": "reproduce a paper's tables in the test bed: 'reproduce autolabel|mixup-calibration|augmix'",
 }
 
 
@@ -191,6 +192,13 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_reproduce(argv: Sequence[str]) -> int:
+    """Train, evaluate and tabulate every config of a paper (resumable); see auglabel.reproduce."""
+    from .reproduce.command import run_command
+
+    return run_command(argv)
+
+
 def _print_table(columns: dict[str, dict[str, float]]) -> None:
     keys = [("accuracy", "accuracy"), ("ece", "ECE"), ("rms_ce", "RMS cal. error"), ("oe", "overconf. error"),
             ("brier", "Brier (0..2)"), ("nll", "NLL")]
@@ -229,7 +237,7 @@ def _print_robustness(metrics: dict[str, Any], run_dir: str | Path) -> None:
 
 
 HANDLERS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "demo": cmd_demo,
-            "compare": cmd_compare, "data": cmd_data}
+            "compare": cmd_compare, "data": cmd_data, "reproduce": cmd_reproduce}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,180 @@
+"""The papers ``auglabel reproduce`` knows: their tables as groups of (test-bed config, row label).
+
+A :class:`Paper` lists :class:`Group` s (one results table each); a group names the extra
+evaluation suites its rows need on top of the ones every run gets (clean test metrics,
+temperature scaling, the -C corruptions).  Configs are test-bed stems, found in
+``auglabel/configs/testbed/<stem>.yaml`` (package data).  A stem listed in several groups or
+papers is one run per seed: runs are shared, ``<runs>/<stem>-seed<seed>``.
+
+Adding a paper is one entry of :data:`PAPERS`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+#: extra suites a group can ask for, in the order they are evaluated
+EXTRA_SUITES = ("adversarial", "ood", "perturbations")
+
+
+def testbed_dir() -> Path:
+    """The folder of the test-bed configs shipped with the package."""
+    import auglabel
+
+    return Path(auglabel.__file__).resolve().parent / "configs" / "testbed"
+
+
+def scales() -> list[str]:
+    """``small`` (the test bed itself) and the name of every overlay in ``configs/testbed/scale/``."""
+    return ["small", *sorted(p.stem for p in (testbed_dir() / "scale").glob("*.yaml"))]
+
+
+def scale_overlay(scale: str) -> Path | None:
+    """``configs/testbed/scale/<scale>.yaml``, stacked after a config for a paper-scale twin (None: small)."""
+    if scale not in scales():
+        raise ConfigError(f"--scale must be one of {', '.join(scales())}, got {scale!r}")
+    return None if scale == "small" else testbed_dir() / "scale" / f"{scale}.yaml"
+
+
+def paper_scale_overlay() -> Path:
+    """``configs/testbed/scale/paper.yaml``: the PreAct ResNet-18 twin."""
+    return testbed_dir() / "scale" / "paper.yaml"
+
+
+def slug(title: str) -> str:
+    """A file-name form of a group title: ``"Adversarial training"`` -> ``"adversarial_training"``."""
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One results table: ``rows`` are (config stem, row label); ``suites`` its extra evaluations.
+
+    ``baseline``: the stem whose run of the same seed normalises the mCE (Hendrycks et al.'s
+    relative corruption error); it must be one of the rows.
+    """
+
+    title: str
+    reference: str
+    rows: tuple[tuple[str, str], ...]
+    suites: tuple[str, ...] = ()
+    baseline: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.suites if s not in EXTRA_SUITES]
+        if unknown:
+            raise ConfigError(f"group {self.title!r}: unknown suite {unknown[0]!r}; choose from {', '.join(EXTRA_SUITES)}")
+        if self.baseline is not None and self.baseline not in self.stems:
+            raise ConfigError(f"group {self.title!r}: baseline {self.baseline!r} is not one of its rows")
+
+    @property
+    def slug(self) -> str:
+        return slug(self.title)
+
+    @property
+    def stems(self) -> list[str]:
+        return [stem for stem, _ in self.rows]
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper's tables at test-bed scale.
+
+    ``dataset``: the test-bed dataset (its -C subsample is generated once up front).
+    ``ood_reference``: a stem whose runs also get the max-softmax OOD AUROC after temperature
+    scaling (a row of the OOD table).  ``calibration_plot``: draw ECE / OE bars per method.
+    ``configs``: where the stems' YAML files live (default: the packaged test bed).
+    """
+
+    name: str
+    title: str
+    groups: tuple[Group, ...]
+    dataset: str = "fashion_mnist"
+    ood_reference: str | None = None
+    calibration_plot: bool = False
+    configs: Path | None = None
+
+    @property
+    def config_dir(self) -> Path:
+        return Path(self.configs) if self.configs is not None else testbed_dir()
+
+    def config(self, stem: str) -> Path:
+        return self.config_dir / f"{stem}.yaml"
+
+    def select(self, names: list[str] | None) -> list[Group]:
+        """The groups named by title or slug (case-insensitive), in the paper's order; all for None."""
+        if not names:
+            return list(self.groups)
+        wanted = {slug(name) for name in names}
+        known = {group.slug for group in self.groups}
+        unknown = sorted(wanted - known)
+        if unknown:
+            choices = ", ".join(repr(group.title) for group in self.groups)
+            raise ConfigError(f"paper {self.name!r} has no group {unknown[0]!r}; choose from {choices}")
+        return [group for group in self.groups if group.slug in wanted]
+
+
+def stem_suites(groups: list[Group]) -> dict[str, tuple[str, ...]]:
+    """Every stem of ``groups`` once (first appearance order) with the union of its groups' extra suites."""
+    suites: dict[str, set[str]] = {}
+    for group in groups:
+        for stem in group.stems:
+            suites.setdefault(stem, set()).update(group.suites)
+    return {stem: tuple(s for s in EXTRA_SUITES if s in extra) for stem, extra in suites.items()}
+
+
+AUTOLABEL = Paper(
+    name="autolabel", title="AutoLabel (Tables 2-4)",
+    groups=(
+        Group("AugMix", "Table 2", (("augmix", "AugMix"), ("augmix_autolabel", "+ AutoLabel"),
+                                    ("augmix_autolabel_signed_gap", "+ AutoLabel, signed-gap update"))),
+        Group("AugMix-JSD", "Table 2, JSD variant", (("augmix_jsd", "AugMix + JSD"),
+                                                     ("augmix_jsd_autolabel", "+ AutoLabel"))),
+        Group("mixup", "Table 3", (("mixup_alpha0.2", "mixup β=0.2"),
+                                   ("mixup_alpha0.2_autolabel", "+ AutoLabel (β=0.2)"),
+                                   ("mixup_alpha1", "mixup β=1"), ("mixup_alpha1_autolabel", "+ AutoLabel (β=1)"),
+                                   ("mixup_alpha1_autolabel_signed_gap", "+ AutoLabel (β=1), signed-gap update"))),
+        Group("Adversarial training", "Table 4", (("at", "AT"), ("ccat", "CCAT"),
+                                                  ("at_sampled_eps", "AT, ε ~ U(0, ε_max) (control)"),
+                                                  ("at_autolabel", "AT + AutoLabel")), suites=("adversarial",)),
+        Group("Reference", "one-hot training", (("onehot", "one-hot"),)),
+    ))
+
+MIXUP_CALIBRATION = Paper(
+    name="mixup-calibration", title="On mixup training (Thulasidasan et al. 2019: Fig. 2/6, Table 1)",
+    groups=(
+        Group("Calibration", "Fig. 2/6, Table 1",
+              (("onehot", "one-hot"), ("uniform_0.05", "ULS ε=0.05"), ("uniform_0.1", "ULS ε=0.1"),
+               ("confidence_penalty_0.1", "confidence penalty 0.1"), ("mixup_alpha0.1", "mixup α=0.1"),
+               ("mixup_alpha0.2", "mixup α=0.2"), ("mixup_alpha0.4", "mixup α=0.4"), ("mixup_alpha1", "mixup α=1"),
+               ("feature_mixup", "feature-only mixup (β=1)")), suites=("ood",)),
+    ),
+    ood_reference="onehot", calibration_plot=True)
+
+AUGMIX = Paper(
+    name="augmix", title="AugMix (Hendrycks et al. 2020)",
+    groups=(
+        Group("AugMix", "Tables 1-2, Fig. 5",
+              (("standard", "standard (crop+flip)"), ("augmix", "AugMix (one chain, no JSD)"),
+               ("augmix_jsd", "AugMix + JSD"), ("augmix_paper", "AugMix + JSD, width 3 (paper)")),
+              suites=("perturbations",), baseline="standard"),
+    ))
+
+#: name -> paper; ``auglabel reproduce NAME``
+PAPERS: dict[str, Paper] = {paper.name: paper for paper in (AUTOLABEL, MIXUP_CALIBRATION, AUGMIX)}
+
+
+def get_paper(name: str | Paper) -> Paper:
+    """A registered paper by name (a :class:`Paper` passes through); a one-line error listing them."""
+    if isinstance(name, Paper):
+        return name
+    if name not in PAPERS:
+        raise ConfigError(f"unknown paper {name!r}; choose from: {', '.join(PAPERS)}")
+    return PAPERS[name]
+
+
+__all__ = ["EXTRA_SUITES", "Group", "Paper", "PAPERS", "get_paper", "paper_scale_overlay", "scale_overlay", "scales", "slug",
+           "stem_suites", "testbed_dir"]
