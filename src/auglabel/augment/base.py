@@ -11,16 +11,20 @@ Conventions for ``info`` keys that label strategies understand:
     ``gamma``     float weight of the sample's own image in a mix.
     ``view``      int64 view id (0 = clean) for multi-view batches.
     ``group``     int64 in [0, bucket_groups): a second, discrete distance axis (AugMix's depth - 1).
+    ``paired``    bool: the row was averaged with another image (PLS; its partner is itself otherwise).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ..batch import Batch
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..engine.step import ComponentSpec
 
 AUGMENTATIONS: Registry["Augmentation"] = Registry("augmentation")
 
@@ -39,6 +43,16 @@ class Augmentation(nn.Module):
     def extra_loss(self, logits: Tensor, batch: Batch) -> Tensor | None:  # noqa: ARG002
         """A loss term this augmentation adds (AugMix's JSD), or None."""
         return None
+
+    def setup(self, spec: "ComponentSpec") -> None:  # noqa: ARG002
+        """Called once the model and data are known, before the optimiser is built and before a
+        checkpoint is restored: a learned augmentation (AutoDO's per-sample tables, sized by
+        ``spec.dataset_size`` and indexed by ``batch.index``) creates its parameters here."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups with their own options; parameters listed nowhere train with
+        the run's ``optim`` settings.  The default lists none."""
+        return []
 
     def on_epoch_end(self, context: Any) -> dict[str, float]:  # noqa: ARG002
         """Hook after each training epoch; returns scalars to log."""

@@ -1,7 +1,9 @@
 """Build an experiment's pieces (data splits, loaders, model, augmentation, labels) from its config.
 
-Shared by ``train``, ``evaluate`` and ``calibrate`` so all three see the very same splits.
-Everything that can be wrong with a configuration fails here, before training starts.
+Shared by ``train``, ``evaluate`` and ``calibrate`` so all three see the very same splits and the
+same training step (:func:`build_step`: the components are ``setup`` with the model and data before
+any optimiser or checkpoint sees them).  Everything that can be wrong with a configuration fails
+here, before training starts.
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ from ..data.loader import DeviceLoader
 from ..distributed import DistContext
 from ..errors import ConfigError
 from ..labels import LABEL_STRATEGIES, LabelStrategy
+from ..batch import Batch
 from ..models import build_model
+from ..models.custom import accepts_return_features
 from .config import ExperimentConfig
+from .step import ComponentSpec, TrainingStep
 
 
 @dataclass
@@ -75,24 +80,91 @@ def make_methods(cfg: ExperimentConfig) -> tuple[Augmentation, LabelStrategy]:
     return augment, labels
 
 
+def model_feature_dim(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int | None:
+    """Width of ``model(x, return_features=True)``'s features: the model's ``feature_dim`` when it
+    states one, else measured on a dry run (eval mode, no grad, two zero images); None when the
+    model's forward takes no ``return_features``."""
+    if not accepts_return_features(model):
+        return None
+    stated = getattr(model, "feature_dim", None)
+    if isinstance(stated, int) and not isinstance(stated, bool):
+        return stated
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, features = model(torch.zeros(2, *input_shape, device=device), return_features=True)
+    finally:
+        model.train(was_training)
+    return int(features.shape[1]) if features.dim() == 2 else None
+
+
+def component_spec(model: nn.Module, splits: Splits, device: torch.device | str = "cpu") -> ComponentSpec:
+    input_shape = tuple(splits.train_set.images.shape[1:])
+    return ComponentSpec(num_classes=splits.num_classes, feature_dim=model_feature_dim(model, input_shape, device),
+                         input_shape=input_shape, dataset_size=len(splits.train_set),
+                         train_size=len(splits.train_idx), device=torch.device(device),
+                         model_name=type(getattr(model, "module", model)).__name__)
+
+
+def build_step(cfg: ExperimentConfig, splits: Splits, device: torch.device | str = "cpu") -> TrainingStep:
+    """Model, augmentation and label strategy in one :class:`TrainingStep` on ``device``, with the
+    components ``setup`` for this model and data (so their parameters exist before an optimiser is
+    built or a checkpoint restored)."""
+    t = cfg.train
+    model = make_model(cfg, splits).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment, labels = make_methods(cfg)
+    step = TrainingStep(model, augment, labels, autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None,
+                        channels_last=t.channels_last)
+    step.setup(component_spec(model, splits, device))
+    return step.to(device)
+
+
+@dataclass
+class AugmentationReport:
+    """A dry run of the augmentation on two samples, for :meth:`LabelStrategy.check_augmentation`.
+
+    Attributes:
+        augment: the augmentation.
+        before: the clean two-sample batch it was given.
+        after: what it returned.
+        calls_model: whether it ran the model (adversarial examples do).
+    """
+
+    augment: Augmentation
+    before: Batch
+    after: Batch
+    calls_model: bool
+
+
 def check_compatible(augment: Augmentation, labels: LabelStrategy, model: nn.Module,
                      sample: DeviceLoader) -> None:
-    """Dry-run the augmentation on two samples and check it reports what the labels need.
+    """Dry-run the augmentation on two samples and check it reports what the labels need, and
+    that the strategy accepts it (:meth:`LabelStrategy.check_augmentation`).
 
     This catches, at configuration time, pairings such as mixup labels without a mixing
     augmentation, without each strategy having to list every augmentation it supports.
     """
-    if not labels.requires_info:
+    checks_augmentation = type(labels).check_augmentation is not LabelStrategy.check_augmentation
+    if not (labels.requires_info or checks_augmentation):
         return
     batch = next(iter(sample))
     small = batch.replace(inputs=batch.inputs[:2], labels=batch.labels[:2], index=batch.index[:2], info={})
     generator = torch.Generator(device=small.device).manual_seed(0)
     was_training = model.training
-    augmented = augment(small, generator=generator, model=model)
-    model.train(was_training)
+    calls: list[int] = []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        augmented = augment(small, generator=generator, model=model)
+    finally:
+        hook.remove()
+        model.train(was_training)
     missing = [key for key in labels.requires_info if key not in augmented.info]
     if missing:
         raise ConfigError(
             f"label strategy {type(labels).__name__} needs per-sample {', '.join(missing)} "
             f"that augmentation {type(augment).__name__} does not report"
         )
+    labels.check_augmentation(AugmentationReport(augment, small, augmented, bool(calls)))

@@ -12,10 +12,9 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..report import write_json_atomic
-from .build import Splits, load_splits, make_methods, make_model
+from .build import Splits, build_step, load_splits
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .config import ExperimentConfig
-from .step import TrainingStep
 from .trainer import CONFIG_NAME, METRICS_NAME
 
 
@@ -56,8 +55,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     cfg = read_run_config(run_dir)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     splits = load_splits(cfg)
-    augment, labels = make_methods(cfg)
-    step = TrainingStep(make_model(cfg, splits), augment, labels)
+    step = build_step(cfg, splits)  # components set up before the restore
     try:
         step.load_state_dict(state["step"])
     except (KeyError, RuntimeError) as exc:

@@ -1,12 +1,23 @@
-"""One training step as a module: augment -> model -> label strategy -> loss.
+"""One training step as a module: augment -> label strategy's prepare -> model -> loss.
 
 Wrapping the whole step (model, augmentation and label strategy) in one ``nn.Module`` means
 DDP synchronises the gradients of every learned piece (a PLS head, AutoDO tables) with no
-special case, and attacks inside the augmentation use the unwrapped model directly.
+special case, checkpoints hold them, and attacks inside the augmentation use the unwrapped model.
+
+Engine hooks for components that own parameters (the trainer never branches on a method name):
+
+* :meth:`TrainingStep.setup` hands both components a :class:`ComponentSpec` once the model and
+  data are known, before the optimiser is built and before a checkpoint is restored;
+* :meth:`TrainingStep.param_groups` gathers the components' optimiser groups (their own options)
+  and puts every other parameter in one default group: each parameter exactly once;
+* the step counter ``step_count`` counts training forwards; the label strategy's ``prepare`` gets
+  it as ``step``.  It is a buffer, so checkpoints carry it and a resumed run continues it.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +27,33 @@ from ..batch import Batch
 from ..labels import LabelStrategy
 
 
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What a component's :meth:`setup` may size itself by.
+
+    Attributes:
+        num_classes: K.
+        feature_dim: D, the width of the model's penultimate features
+            (``model(x, return_features=True)``), or None when the model exposes none.
+        input_shape: (C, H, W) of the training images.
+        dataset_size: number of dataset indices: every ``batch.index`` is in ``[0, dataset_size)``
+            (the training file's rows, validation rows included), the size of a per-sample table.
+        train_size: number of training samples (the training split).
+        device: where the model lives and batches arrive.
+        model_name: the model's class name, for error messages.
+    """
+
+    num_classes: int
+    feature_dim: int | None
+    input_shape: tuple[int, ...]
+    dataset_size: int
+    train_size: int
+    device: torch.device = torch.device("cpu")
+    model_name: str = "model"
+
+
 class TrainingStep(nn.Module):
-    """``augment -> model -> labels -> loss``.
+    """``augment -> labels.prepare -> model -> labels.loss (+ augment.extra_loss)``.
 
     Args:
         autocast_dtype: run the step (augmentation, forward and loss) under ``torch.autocast`` with
@@ -33,6 +69,49 @@ class TrainingStep(nn.Module):
         self.labels = labels
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
+        # The count lives twice: a Python int read every step (no GPU sync) and a buffer, written
+        # with an asynchronous fill_, that checkpoints and load_state_dict see.
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.int64))
+        self._steps = 0
+
+    @property
+    def steps_done(self) -> int:
+        """Training forwards so far (the ``step`` the next one hands to ``labels.prepare``)."""
+        return self._steps
+
+    def setup(self, spec: ComponentSpec) -> None:
+        """Size the components' own parameters (see :meth:`LabelStrategy.setup`)."""
+        self.augment.setup(spec)
+        self.labels.setup(spec)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: first every parameter no component claims (the run's ``optim``
+        settings), then each component's own groups with their options.  A parameter claimed
+        twice, or one that is not part of this step, is a ValueError."""
+        mine = {id(p) for p in self.parameters()}
+        claimed: set[int] = set()
+        special: list[dict[str, Any]] = []
+        for component in (self.augment, self.labels):
+            for group in component.param_groups():
+                params = list(group["params"])
+                for p in params:
+                    if id(p) not in mine:
+                        raise ValueError(f"{type(component).__name__}.param_groups() lists a parameter "
+                                         "that is not part of the training step")
+                    if id(p) in claimed:
+                        raise ValueError(f"{type(component).__name__}.param_groups() lists a parameter twice")
+                    claimed.add(id(p))
+                if params:
+                    special.append({**group, "params": params})
+        rest = [p for p in self.parameters() if id(p) not in claimed]
+        return ([{"params": rest}] if rest else []) + special
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        key = prefix + "step_count"
+        if key not in state_dict:  # a checkpoint from before the counter existed: start at 0
+            state_dict[key] = torch.zeros((), dtype=torch.int64)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._steps = int(self.step_count)
 
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None or device.type != "cuda":
@@ -40,9 +119,14 @@ class TrainingStep(nn.Module):
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
     def forward(self, batch: Batch, generator: torch.Generator) -> tuple[Tensor, Tensor, Batch]:
-        """Returns (loss, logits, augmented batch)."""
+        """Returns (loss, logits, batch as the model saw it)."""
+        step = self._steps
+        if self.training:
+            self._steps += 1
+            self.step_count.fill_(self._steps)
         with self._precision(batch.inputs.device):
             batch = self.augment(batch, generator=generator, model=self.model)
+            batch = self.labels.prepare(batch, generator=generator, step=step)
             inputs = batch.inputs
             if self.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)

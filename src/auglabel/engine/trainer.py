@@ -1,7 +1,8 @@
 """The training loop: config in, run directory out.
 
-The loop knows nothing about methods: it calls the :class:`TrainingStep` module, the optimiser,
-the scheduler and the components' ``on_epoch_end`` hooks.  Every epoch ends with an atomic
+The loop knows nothing about methods: it calls the :class:`TrainingStep` module, the optimiser
+(built from :meth:`TrainingStep.param_groups`: the components' own groups plus the rest), the
+scheduler and the components' ``on_epoch_end`` hooks.  Every epoch ends with an atomic
 checkpoint, so ``--resume`` continues a run exactly where it stopped.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import CheckpointError, ConfigError
 from ..labels import LabelStrategy
 from ..report import write_json_atomic
 from ..report.plots import reliability_diagram
-from .build import check_compatible, load_splits, make_loader, make_methods, make_model
+from .build import build_step, check_compatible, load_splits, make_loader
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .evaluate import evaluate
@@ -141,23 +142,18 @@ class Trainer:
         self.train_loader = make_loader(self.splits.train_set, self.splits.train_idx, cfg, self.ctx, train=True)
         self.val_loader = make_loader(self.splits.train_set, self.splits.val_idx, cfg, self.ctx, train=False)
         self.test_loader = make_loader(self.splits.test_set, self.splits.test_idx, cfg, self.ctx, train=False)
-        model = make_model(cfg, self.splits).to(self.ctx.device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        augment, labels = make_methods(cfg)
-        autocast = torch.bfloat16 if cfg.train.precision == "bf16" else None
-        if autocast is not None and self.ctx.device.type != "cuda" and self.ctx.is_main:
+        if cfg.train.precision == "bf16" and self.ctx.device.type != "cuda" and self.ctx.is_main:
             print(f"note: train.precision bf16 applies on CUDA only; training on {self.ctx.device} in fp32",
                   file=sys.stderr)
-        self.step = TrainingStep(model, augment, labels, autocast_dtype=autocast,
-                                 channels_last=cfg.train.channels_last).to(self.ctx.device)
-        check_compatible(augment, labels, model, self.val_loader)
+        # the components are set up (their parameters created) here, before the optimiser and the restore
+        self.step: TrainingStep = build_step(cfg, self.splits, self.ctx.device)
+        check_compatible(self.step.augment, self.step.labels, self.step.model, self.val_loader)
         self.step_ddp: nn.Module = self.step
         if self.ctx.enabled:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.step_ddp = DistributedDataParallel(self.step, device_ids=device_ids)
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(self.step.parameters(), lr=o.lr, momentum=o.momentum,
+        self.optimizer = torch.optim.SGD(self.step.param_groups(), lr=o.lr, momentum=o.momentum,
                                          nesterov=o.nesterov, weight_decay=o.weight_decay)
         steps_per_epoch = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

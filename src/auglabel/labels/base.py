@@ -6,8 +6,9 @@ is saved in checkpoints, moved between devices and handled by DDP like any other
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from ..batch import Batch
@@ -15,11 +16,21 @@ from ..errors import ConfigError
 from ..losses import soft_cross_entropy, weighted_mean
 from ..registry import Registry
 
+if TYPE_CHECKING:
+    from ..engine.build import AugmentationReport
+    from ..engine.step import ComponentSpec
+
 LABEL_STRATEGIES: Registry["LabelStrategy"] = Registry("label strategy")
 
 
 class LabelStrategy(nn.Module):
-    """Base class: subclasses implement :meth:`targets` (and may override :meth:`loss`)."""
+    """Base class: subclasses implement :meth:`targets` (and may override :meth:`loss`).
+
+    Hooks, in the order the engine calls them (all optional; the defaults do nothing):
+    :meth:`bind` (configuration), :meth:`setup` (model and data known: create parameters),
+    :meth:`param_groups` (optimiser options), :meth:`check_augmentation` (dry run),
+    then per training step :meth:`prepare` -> model -> :meth:`loss`, and :meth:`on_epoch_end`.
+    """
 
     #: True when :meth:`loss` needs the model's penultimate features (PLS, AutoDO).
     needs_features: bool = False
@@ -29,6 +40,30 @@ class LabelStrategy(nn.Module):
     def bind(self, augment: nn.Module) -> None:  # noqa: ARG002
         """Called once at configuration time with the run's augmentation, before any state is
         loaded: a strategy that depends on it (AutoLabel's bucket grid) checks and sizes itself here."""
+
+    def setup(self, spec: "ComponentSpec") -> None:  # noqa: ARG002
+        """Called once the model and data are known (feature width, classes, input shape, dataset
+        size, device: :class:`~auglabel.engine.step.ComponentSpec`), before the optimiser is built and
+        before a checkpoint is restored: a strategy that owns parameters (PLS's head, per-sample
+        tables indexed by ``batch.index``) creates them here, so they are optimised and restored."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups with their own options (e.g. ``{"params": [...],
+        "weight_decay": 0.0}``).  Parameters listed nowhere train with the run's ``optim``
+        settings; the default lists none."""
+        return []
+
+    def check_augmentation(self, report: "AugmentationReport") -> None:  # noqa: ARG002
+        """Raise ConfigError when the augmentation, dry-run on two samples at configuration time
+        (:class:`~auglabel.engine.build.AugmentationReport`: batch before and after, whether it
+        called the model), is one this strategy cannot work with."""
+
+    def prepare(self, batch: Batch, *, generator: torch.Generator, step: int) -> Batch:  # noqa: ARG002
+        """Transform the augmented batch just before the model sees it (PLS pairs images here).
+
+        ``step`` is the number of training steps taken before this one (0-based, continued across
+        a resume); ``generator`` is the step's seeded generator.  The default returns ``batch``."""
+        return batch
 
     def check_info(self, batch: Batch) -> None:
         """Raise ConfigError naming the ``requires_info`` keys that ``batch.info`` lacks."""
