@@ -20,7 +20,7 @@ COMMANDS = {
     "demo": "one-hot, AugMix and AugMix + AutoLabel in the test bed: accuracy and calibration, clean and corrupted",
     "compare": "side-by-side table of several runs' metrics (mean ± std over seeds)",
     "data": "dataset tools: 'data corrupt DATASET' writes its -C set (cached)",
-    "reproduce": "reproduce a paper's tables in the test bed: 'reproduce autolabel|mixup-calibration|augmix'",
+    "reproduce": "reproduce a paper's tables in the test bed: 'reproduce autolabel|mixup-calibration|augmix|pls'",
 }
 
 

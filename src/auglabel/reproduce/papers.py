@@ -163,8 +163,19 @@ AUGMIX = Paper(
               suites=("perturbations",), baseline="standard"),
     ))
 
+PLS = Paper(
+    name="pls", title="Pairwise Label Smoothing (Table 1 and the Table 4 ablations)",
+    groups=(
+        Group("Table 1", "Table 1, Fashion-MNIST",
+              (("onehot", "baseline (one-hot)"), ("uniform_0.1", "ULS-0.1"), ("uniform_0.2", "ULS-0.2"),
+               ("uniform_0.3", "ULS-0.3"), ("mixup_alpha1", "mixup (λ ~ U(0, 1))"), ("pls", "PLS"))),
+        Group("Ablations", "Table 4",
+              (("pls", "PLS"), ("pls_no_original", "PLS without original-sample batches"),
+               ("pls_uniform_distribution", "PLS with a uniform distribution (UD)"))),
+    ), calibration_plot=True)
+
 #: name -> paper; ``auglabel reproduce NAME``
-PAPERS: dict[str, Paper] = {paper.name: paper for paper in (AUTOLABEL, MIXUP_CALIBRATION, AUGMIX)}
+PAPERS: dict[str, Paper] = {paper.name: paper for paper in (AUTOLABEL, MIXUP_CALIBRATION, AUGMIX, PLS)}
 
 
 def get_paper(name: str | Paper) -> Paper:
