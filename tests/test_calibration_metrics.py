@@ -146,9 +146,13 @@ def numpy_ece(conf, correct, bins):
 
 
 def numpy_rms(conf, correct, bin_size):
-    """The AugMix appendix-E estimator (the reference script with its last-bin bug fixed)."""
-    order = np.lexsort((correct, conf))
-    conf, correct = conf[order], correct[order]
+    """The AugMix appendix-E estimator (the reference script with its last-bin bug fixed), every
+    member of a tie group given the group's mean correctness (METHODS.md sec. 9)."""
+    order = np.argsort(conf, kind="stable")
+    conf, correct = conf[order], correct[order].astype(float)
+    for value in np.unique(conf):
+        tied = conf == value
+        correct[tied] = correct[tied].mean()
     starts = list(range(0, max(1, len(conf) // bin_size) * bin_size, bin_size))
     ends = starts[1:] + [len(conf)]
     return math.sqrt(sum((e - s) / len(conf) * (correct[s:e].mean() - conf[s:e].mean()) ** 2
@@ -185,6 +189,39 @@ def test_rms_ignores_sample_order_even_with_tied_confidences():
     for _ in range(5):
         perm = torch.randperm(10, generator=g)
         assert float(rms_calibration_error(conf[perm], correct[perm], bin_size=3)) == reference
+
+
+def test_rms_ties_at_confidence_one_are_not_split_by_correctness():
+    """The issue-12 case: 1,000 predictions at exactly 1.0, 950 right: the gap is 0.05 in every bin."""
+    conf = torch.ones(1000, dtype=torch.float64)
+    correct = torch.arange(1000) >= 50
+    assert float(rms_calibration_error(conf, correct)) == pytest.approx(0.05, abs=1e-12)
+    # the old tie-break (wrong ones first) gave sqrt(0.1 * 0.5^2 + 0.9 * 0) = 0.158
+    assert float(rms_calibration_error(conf, correct)) != pytest.approx(0.158, abs=1e-3)
+
+
+def test_rms_tie_groups_by_hand():
+    conf = torch.tensor([0.5] * 6 + [0.9] * 4, dtype=torch.float64)
+    correct = torch.tensor([True, False, True, True, False, True, True, False, True, True])
+    # bins of 3, 3, 4: the 0.5s are right 4/6 of the time, the 0.9s 3/4
+    expected = math.sqrt(0.3 * (4 / 6 - 0.5) ** 2 + 0.3 * (4 / 6 - 0.5) ** 2 + 0.4 * (0.75 - 0.9) ** 2)
+    assert float(rms_calibration_error(conf, correct, bin_size=3)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rms_tie_averaging_is_the_mean_over_random_tie_orders():
+    """Each bin's gap equals its expected gap when ties are broken in a uniformly random order."""
+    g = torch.Generator().manual_seed(3)
+    conf = torch.tensor([0.6] * 7 + [0.8] * 5 + [1.0] * 8, dtype=torch.float64)
+    correct = torch.rand(20, generator=g) < conf
+    bin_size, repeats = 6, 4000
+    gap_sums = torch.zeros(3, dtype=torch.float64)
+    for _ in range(repeats):
+        order = torch.sort(conf + 1e-9 * torch.rand(20, generator=g, dtype=torch.float64)).indices  # random tie-break
+        gaps = correct[order].double() - conf[order]
+        gap_sums += torch.stack([gaps[:6].mean(), gaps[6:12].mean(), gaps[12:].mean()])
+    mean_gaps = gap_sums / repeats
+    from_mean_gaps = math.sqrt(sum(w * float(g) ** 2 for w, g in zip((6 / 20, 6 / 20, 8 / 20), mean_gaps)))
+    assert float(rms_calibration_error(conf, correct, bin_size)) == pytest.approx(from_mean_gaps, abs=5e-3)
 
 
 def test_brier_and_nll_match_sklearn():

@@ -136,13 +136,16 @@ def overconfidence_from_bins(counts: Tensor, conf_sums: Tensor, correct_sums: Te
 def rms_calibration_error(conf: Tensor, correct: Tensor, bin_size: int = 100) -> Tensor:
     """RMS calibration error with adaptive bins (AugMix paper, App. E, eq. 3).
 
-    Predictions are sorted by confidence, ties broken by correctness so the result depends
-    only on the multiset of (confidence, correct) pairs, not on their order (it is then the
-    same however samples were sharded).  Bins hold ``bin_size`` consecutive predictions;
-    there are ``max(1, n // bin_size)`` of them and the last absorbs the remainder (n = 250
-    gives bins of 100 and 150).  Unlike the widely copied reference script, the last
-    (highest-confidence) bin is counted.
-    ``RMS = sqrt(sum_b |B_b|/n * (acc_b - conf_b)^2)``.
+    Predictions are sorted by confidence; bins hold ``bin_size`` consecutive predictions, there
+    are ``max(1, n // bin_size)`` of them and the last absorbs the remainder (n = 250 gives bins of
+    100 and 150).  Unlike the widely copied reference script, the last (highest-confidence) bin is
+    counted.  ``RMS = sqrt(sum_b |B_b|/n * (acc_b - conf_b)^2)``.
+
+    Ties (METHODS.md sec. 9): predictions of equal confidence have no order, so every member of a
+    tie group gets the group's mean correctness before binning.  A bin boundary inside a tie group
+    then splits it without sorting its wrong predictions apart from its right ones (which would
+    inflate the metric: 1,000 predictions at confidence 1.0, 950 of them correct, are off by 0.05,
+    not 0.158), and the result is order-invariant: the same however samples were sharded.
     """
     if isinstance(bin_size, bool) or not isinstance(bin_size, int) or bin_size < 1:
         raise ConfigError(f"bin_size must be an integer >= 1, got {bin_size!r}")
@@ -153,16 +156,20 @@ def rms_calibration_error(conf: Tensor, correct: Tensor, bin_size: int = 100) ->
     n = conf.shape[0]
     if n == 0:
         raise DataError("no predictions: cannot compute the RMS calibration error of 0 samples")
-    conf = conf.to(torch.float64)
-    correct = correct.to(torch.float64)
-    # Two stable sorts give the lexicographic order (confidence, correct).
-    by_correct = torch.sort(correct, stable=True).indices
-    order = by_correct[torch.sort(conf[by_correct], stable=True).indices]
+    sorted_conf, order = torch.sort(conf.to(torch.float64), stable=True)
+    sorted_correct = tie_averaged(sorted_conf, correct.to(torch.float64)[order])
     num_bins = max(1, n // bin_size)
     bin_index = (torch.arange(n, device=conf.device) // bin_size).clamp(max=num_bins - 1)
-    counts = _sum_by_bin(bin_index, torch.ones_like(conf), num_bins)
-    gaps = _sum_by_bin(bin_index, correct[order] - conf[order], num_bins)
+    counts = _sum_by_bin(bin_index, torch.ones_like(sorted_conf), num_bins)
+    gaps = _sum_by_bin(bin_index, sorted_correct - sorted_conf, num_bins)
     return ((gaps**2 / counts).sum() / n).sqrt()
+
+
+def tie_averaged(sorted_conf: Tensor, values: Tensor) -> Tensor:
+    """``values`` with each run of equal ``sorted_conf`` (sorted ascending) replaced by the run's mean."""
+    _, inverse, run_lengths = torch.unique_consecutive(sorted_conf, return_inverse=True, return_counts=True)
+    run_sums = torch.zeros(len(run_lengths), dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+    return (run_sums / run_lengths.to(values.dtype))[inverse]
 
 
 def brier_score(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
