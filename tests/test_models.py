@@ -13,6 +13,7 @@ from torch import nn
 
 from auglabel.errors import ConfigError, DataError
 from auglabel.models import MODELS, Classifier, build_model, wrap_module
+from auglabel.models.custom import allow_modules
 from auglabel.models.preact_resnet import PreActBlock
 from auglabel.models.wide_resnet import WideBasicBlock
 
@@ -259,8 +260,9 @@ def test_build_custom_from_file_and_from_module_path(tmp_path, monkeypatch):
     (tmp_path / "user_models_for_test.py").write_text(source)
     for class_path in (f"{tmp_path}/user_models_for_test.py:Tiny", "user_models_for_test.Tiny"):
         monkeypatch.syspath_prepend(str(tmp_path))
-        model = build_model("custom", in_channels=1, num_classes=5, mean=[0.5], std=[0.5],
-                            class_path=class_path, init_args={"hidden": 6, "classes": 5})
+        with allow_modules(f"{tmp_path}/", "user_models_for_test"):  # the user's own code: allowed by the user
+            model = build_model("custom", in_channels=1, num_classes=5, mean=[0.5], std=[0.5],
+                                class_path=class_path, init_args={"hidden": 6, "classes": 5})
         assert type(model.module).__name__ == "Tiny" and model.feature_dim == 6
         x = torch.rand(2, 1, 9, 9)
         logits, features = model(x, return_features=True)
@@ -279,25 +281,35 @@ def test_custom_import_errors_are_config_errors(tmp_path):
     broken = write(tmp_path, "broken.py", "def oops(:\n")
     no_linear = write(tmp_path, "nolinear.py", """
         from torch import nn
+        class ConvOnly(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3)
         def make():
             return nn.Sequential(nn.Conv2d(1, 2, 3))
         NOT_CALLABLE = 3
-        def not_a_module():
-            return 42
+        class NotAModule(nn.Module):
+            def __new__(cls):
+                return 42
     """)
     cases = {
-        "nonexistent_pkg_xyz.Model": "cannot import module",
         "torch.nn.NoSuchLayer": "no attribute",
         "JustAName": "class_path must be",
         f"{tmp_path}/missing.py:Model": "no such file",
         f"{broken}:oops": "SyntaxError",
-        f"{no_linear}:make": "no nn.Linear",
-        f"{no_linear}:NOT_CALLABLE": "not a class or callable",
-        f"{no_linear}:not_a_module": "not an nn.Module",
+        f"{no_linear}:ConvOnly": "no nn.Linear",
+        f"{no_linear}:make": "is a function, not a class",
+        f"{no_linear}:NOT_CALLABLE": "is an object of type int, not a class",
+        f"{no_linear}:NotAModule": "returned int, not an nn.Module",
     }
-    for class_path, message in cases.items():
-        with pytest.raises(ConfigError, match=message):
-            build_model("custom", in_channels=1, num_classes=2, class_path=class_path)
+    with allow_modules(f"{tmp_path}/", "nonexistent_pkg_xyz"):
+        with pytest.raises(ConfigError, match="cannot import module"):
+            build_model("custom", in_channels=1, num_classes=2, class_path="nonexistent_pkg_xyz.Model")
+        for class_path, message in cases.items():
+            with pytest.raises(ConfigError, match=message):
+                build_model("custom", in_channels=1, num_classes=2, class_path=class_path)
+    with pytest.raises(ConfigError, match="nonexistent_pkg_xyz.*is not allowed"):  # the block has ended
+        build_model("custom", in_channels=1, num_classes=2, class_path="nonexistent_pkg_xyz.Model")
     with pytest.raises(ConfigError, match="unexpected keyword"):
         build_model("custom", in_channels=1, num_classes=2, class_path="torch.nn.Linear",
                     init_args={"in_features": 2, "out_features": 2, "bogus": 1})

@@ -325,7 +325,10 @@ def test_a_custom_model_without_return_features_trains_with_its_last_linear(digi
     """))
     cfg = _pls_config(digits_config, epochs=1)
     cfg.model = ComponentConfig("custom", {"class_path": f"{tmp_path}/tiny_pls_model.py:Tiny"})
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    from auglabel.models.custom import allow_modules
+
+    with allow_modules(f"{tmp_path}/"):  # the user's own file
+        trainer = Trainer(cfg, tmp_path / "run", progress=False)
     assert trainer.step.labels.head.in_features == 6
     assert trainer.train_epoch(1)["train_loss"] > 0
 

@@ -4,6 +4,7 @@ User mistakes end with one line ``auglabel: error: ...`` and exit status 2, neve
 """
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -40,6 +41,7 @@ def _train_parser() -> ArgumentParser:
     parser.add_class_arguments(ExperimentConfig)
     parser.add_argument("--resume", action="store_true", help="continue the run in run_dir from its checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.epilog = ALLOW_MODULE_HELP
     return parser
 
 
@@ -51,6 +53,42 @@ def _experiment_from(namespace: Any):
     return ExperimentConfig(**{name: instantiated[name] for name in names})
 
 
+ALLOW_MODULE_HELP = (
+    "--allow_module PREFIX (repeatable; command line only, a config file cannot set it): also allow "
+    "model.params.class_path to name nn.Module classes from module PREFIX (and PREFIX.*) or from a .py "
+    "file or folder; the defaults are torch.nn, torchvision.models, timm, auglabel; env AUGLABEL_ALLOW_MODULES "
+    "takes comma-separated entries too")
+
+
+def _pop_allow_module(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--allow_module X`` / ``--allow_module=X`` (comma-separated allowed) out of ``argv``, before
+    jsonargparse sees it: not a parser option, so no config file can set it."""
+    entries, rest, items = [], [], iter(argv)
+    for item in items:
+        if item == "--allow_module" or item.startswith("--allow_module="):
+            value = item.partition("=")[2] if "=" in item else next(items, None)
+            if value is None or value.startswith("-"):
+                raise ConfigError("--allow_module needs a module prefix (like mypkg.models) or a path")
+            entries += [entry for entry in value.split(",") if entry.strip()] or [value]
+        else:
+            rest.append(item)
+    return entries, rest
+
+
+def _with_allowed_modules(command):
+    """Run ``command`` with the ``--allow_module`` entries of its argv on the custom-model allow-list."""
+    @functools.wraps(command)
+    def run(argv: Sequence[str]) -> int:
+        from .models.custom import allow_modules
+
+        entries, rest = _pop_allow_module(argv)
+        with allow_modules(*entries):
+            return command(rest)
+
+    return run
+
+
+@_with_allowed_modules
 def cmd_train(argv: Sequence[str]) -> int:
     from .engine.runs import read_run_config
     from .engine.trainer import CONFIG_NAME, Trainer
@@ -60,6 +98,7 @@ def cmd_train(argv: Sequence[str]) -> int:
     if argv and not argv[0].startswith("-"):
         config_path = argv[0]
         argv = ["--config", argv[0], *argv[1:]]
+    _screen_config_files(argv)
     parser = _train_parser()
     namespace = parser.parse_args(argv)
     if namespace.resume and config_path is None:
@@ -74,6 +113,38 @@ def cmd_train(argv: Sequence[str]) -> int:
     metrics = Trainer(cfg, run_dir, resume=namespace.resume, overwrite=namespace.overwrite).fit()
     _print_metrics(metrics, run_dir)
     return 0
+
+
+def _screen_config_files(argv: Sequence[str]) -> None:
+    """Read every ``--config`` file as plain data before jsonargparse sees it.
+
+    jsonargparse imports any module a config names as a ``class_path`` (or as a section's value)
+    before rejecting it, and importing runs the module's top-level code; a config received from
+    someone else must not be able to do that.  Each section must be a mapping of the experiment's
+    own fields (checked by :meth:`ExperimentConfig.from_dict` on ``yaml.safe_load``); anything else
+    is refused with one line before anything is imported.
+    """
+    import yaml
+
+    from .engine.config import ExperimentConfig
+
+    paths = [value for flag, value in zip(argv, argv[1:]) if flag == "--config"]
+    paths += [item.split("=", 1)[1] for item in argv if item.startswith("--config=")]
+    for path in paths:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+        for section in ("data", "model", "augment", "labels", "optim", "train"):
+            if section in raw and not isinstance(raw[section], dict):
+                raise ConfigError(f"config {path}: section {section!r} must be a mapping, got {raw[section]!r}")
+        ExperimentConfig.from_dict(raw)  # unknown fields (class_path, init_args...) -> one-line ConfigError
 
 
 def _run_parser(name: str) -> ArgumentParser:

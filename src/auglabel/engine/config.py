@@ -108,6 +108,11 @@ class ExperimentConfig:
         for key in ("train_subset", "test_subset"):
             value = getattr(d, key)
             _check(value is None or value >= 1, f"data.{key} must be >= 1, got {value}")
+        if self.model.name == "custom" and "class_path" in self.model.params:
+            # refused (allow-list, class, nn.Module) before anything runs or a run directory exists
+            from ..models.custom import resolve_class
+
+            resolve_class(self.model.params["class_path"])
         return self
 
     def to_dict(self) -> dict[str, Any]:
