@@ -14,7 +14,8 @@ from .plan import Settings, benchmark_corruptions
 DESCRIPTION = "train and evaluate every config of a paper's tables over seeds; mean ± std tables and plots"
 USAGE = ("auglabel reproduce PAPER [--seeds 0 1 2] [--jobs 2] [--threads 1] [--runs DIR] [--out DIR] "
          "[--scale small|paper|paper_wrn] [--override section.key=value ...] [--groups G ...] [--subsample N] "
-         "[--adv_subsample N] [--ood_subsample N] [--p_subsample N] [--corruptions a,b] [--fresh] [--dry_run]")
+         "[--adv_subsample N] [--ood_subsample N] [--p_subsample N] [--corruptions a,b] [--fresh] [--dry_run] "
+         "[--report_only]")
 
 
 def build_parser(papers: Mapping[str, Paper] = PAPERS) -> ArgumentParser:
@@ -42,6 +43,8 @@ def build_parser(papers: Mapping[str, Paper] = PAPERS) -> ArgumentParser:
                         help="comma-separated -C corruptions (default: the 15 benchmark corruptions)")
     parser.add_argument("--fresh", action="store_true", help="retrain and re-evaluate every run of the paper")
     parser.add_argument("--dry_run", action="store_true", help="print the planned jobs and steps; run nothing")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train and evaluate nothing: tabulate the runs that are finished (cells say n=k)")
     return parser
 
 
@@ -54,7 +57,8 @@ def settings_from(args, paper: Paper) -> Settings:
                     overrides=list(args.override), subsample=args.subsample, adv_subsample=args.adv_subsample,
                     ood_subsample=args.ood_subsample, p_subsample=args.p_subsample,
                     corruptions=corruptions if corruptions is not None else benchmark_corruptions(),
-                    groups=args.groups, fresh=args.fresh, dry_run=args.dry_run)
+                    groups=args.groups, fresh=args.fresh, dry_run=args.dry_run,
+                    report_only=args.report_only)
 
 
 def run_command(argv: Sequence[str], papers: Mapping[str, Paper] = PAPERS) -> int:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .papers import Paper, get_paper
+from ..errors import ConfigError
+from .papers import Group, Paper, get_paper
 from .plan import Job, Settings, describe_job, plan_jobs, read_metrics
 from .report import write_report
 from .runner import JobResult, Runner, eta_seconds, run_device
@@ -65,6 +66,20 @@ def reproduce(paper: Paper | str, settings: Settings, command: str = "", say: Ca
                 f"({len(reference_runs)} runs), computed here")
         say(f"then: table.md, results.json and plots in {settings.out}\nnothing was run (--dry_run)")
         return None
+    if settings.report_only:
+        finished_jobs = [job for job in jobs if not steps[id(job)]]
+        if not finished_jobs:
+            raise ConfigError(f"--report_only: no run of {paper.name} is finished in {settings.runs}")
+        missing = sorted({job.stem for job in jobs} - {job.stem for job in finished_jobs})
+        if missing:
+            say(f"not finished, left out of the tables: {', '.join(missing)}")
+        for job in reference_runs:
+            if job in finished_jobs:
+                _temperature_scaled_ood(job, settings, say)
+        done = {job.stem for job in finished_jobs}
+        groups = [Group(g.title, g.reference, tuple(r for r in g.rows if r[0] in done), g.suites,
+                        g.baseline if g.baseline in done else None) for g in groups if set(g.stems) & done]
+        return _write(paper, groups, finished_jobs, settings, command, time.perf_counter() - start, say)
     if settings.fresh:
         _fresh(jobs)
     if any("corruptions" in steps[id(job)] for job in todo):

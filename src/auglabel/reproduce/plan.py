@@ -46,6 +46,7 @@ class Settings:
     groups: Sequence[str] | None = None
     fresh: bool = False
     dry_run: bool = False
+    report_only: bool = False
 
     def validate(self) -> "Settings":
         from .papers import scale_overlay
