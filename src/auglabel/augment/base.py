@@ -24,6 +24,7 @@ from ..batch import Batch
 from ..registry import Registry
 
 if TYPE_CHECKING:
+    from ..autodo.tables import HyperLeaf
     from ..engine.step import ComponentSpec
 
 AUGMENTATIONS: Registry["Augmentation"] = Registry("augmentation")
@@ -53,6 +54,18 @@ class Augmentation(nn.Module):
         """Optimiser parameter groups with their own options; parameters listed nowhere train with
         the run's ``optim`` settings.  The default lists none."""
         return []
+
+    def hyper_parameters(self) -> list[nn.Parameter]:
+        """Outer-loop parameters (``requires_grad=False``) that a hyper step optimises, not the run's
+        optimiser (see :meth:`~auglabel.engine.step.TrainingStep.hyper_parameters`).  Default: none."""
+        return []
+
+    def hyper_forward(self, batch: Batch, *, generator: torch.Generator,
+                      model: nn.Module | None = None) -> tuple[Batch, list["HyperLeaf"]]:
+        """Like ``forward``, but differentiable in this augmentation's hyper parameters: returns the
+        batch and the leaves (rows of the hyper parameters, requiring grad) the output depends on, for a
+        hypergradient (AutoDO's hyper step).  The default: ``forward`` and no leaves."""
+        return self(batch, generator=generator, model=model), []
 
     def on_epoch_end(self, context: Any) -> dict[str, float]:  # noqa: ARG002
         """Hook after each training epoch; returns scalars to log."""

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..augment import AUGMENTATIONS, Augmentation
 from ..data import ImageDataset, load_dataset, stratified_split, subsample_indices
+from ..data.distortions import Distortion, distort
 from ..data.loader import DeviceLoader
 from ..distributed import DistContext
 from ..errors import ConfigError
@@ -27,13 +28,20 @@ from .step import ComponentSpec, TrainingStep
 
 @dataclass
 class Splits:
-    """The training pool's clean train/validation split and the test set."""
+    """The training pool's clean train/validation split and the test set.
+
+    With a distortion (``data.imbalance_ratio`` / ``data.noise_ratio``), ``train_idx`` is what the
+    imbalance kept and ``train_set.labels`` carry the noisy labels (a copy; validation and test labels are
+    the clean ones); ``distortion`` records what changed and ``clean_labels`` are the file's labels.
+    """
 
     train_set: ImageDataset
     test_set: ImageDataset
     train_idx: Tensor
     val_idx: Tensor
     test_idx: Tensor
+    distortion: Distortion | None = None
+    clean_labels: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -55,7 +63,15 @@ def load_splits(cfg: ExperimentConfig) -> Splits:
         if d.test_subset > len(test_set):
             raise ConfigError(f"data.test_subset {d.test_subset} exceeds the {len(test_set)} test samples")
         test_idx = subsample_indices(test_set.labels, d.test_subset, seed)
-    return Splits(train_set, test_set, pool[train_local], pool[val_local], test_idx)
+    train_idx, val_idx = pool[train_local], pool[val_local]
+    if d.imbalance_ratio == 1 and d.noise_ratio == 0:
+        return Splits(train_set, test_set, train_idx, val_idx, test_idx)
+    # distort the training part only, after the clean validation split was carved out
+    clean = train_set.labels
+    train_idx, noisy, record = distort(train_idx, clean, train_set.num_classes, imbalance_ratio=d.imbalance_ratio,
+                                       noise_ratio=d.noise_ratio, seed=seed)
+    distorted = ImageDataset(train_set.images, noisy, train_set.classes, train_set.name)
+    return Splits(distorted, test_set, train_idx, val_idx, test_idx, record, clean)
 
 
 def make_loader(dataset: ImageDataset, indices: Tensor, cfg: ExperimentConfig, ctx: DistContext,
@@ -104,7 +120,8 @@ def component_spec(model: nn.Module, splits: Splits, device: torch.device | str 
     return ComponentSpec(num_classes=splits.num_classes, feature_dim=model_feature_dim(model, input_shape, device),
                          input_shape=input_shape, dataset_size=len(splits.train_set),
                          train_size=len(splits.train_idx), device=torch.device(device),
-                         model_name=type(getattr(model, "module", model)).__name__)
+                         model_name=type(getattr(model, "module", model)).__name__,
+                         labels=splits.train_set.labels)
 
 
 def build_step(cfg: ExperimentConfig, splits: Splits, device: torch.device | str = "cpu") -> TrainingStep:

@@ -22,6 +22,11 @@ class DataConfig:
         val_size: clean stratified validation split carved from train: a count or a fraction.
         train_subset: a stratified subset of this many training-file samples, validation included (None: all).
         test_subset: evaluate on a stratified subset of this many test samples (None: all).
+        imbalance_ratio: IR >= 1: every class ``c >= K/2`` keeps ``round(n_c / IR)`` of its training
+            samples (AutoDO paper sec. 5.1; 1: balanced).  Training split only, seeded by ``train.seed``.
+        noise_ratio: NR in [0, 1): that fraction of the (remaining) training labels is redrawn uniformly
+            over all K classes.  The validation split is carved out first and never distorted; the run
+            directory records what changed in ``distortion.json`` (:mod:`auglabel.data.distortions`).
     """
 
     name: str = "fashion_mnist"
@@ -29,6 +34,8 @@ class DataConfig:
     val_size: Union[int, float] = 5000
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
+    imbalance_ratio: float = 1.0
+    noise_ratio: float = 0.0
 
 
 @dataclass
@@ -108,6 +115,11 @@ class ExperimentConfig:
         for key in ("train_subset", "test_subset"):
             value = getattr(d, key)
             _check(value is None or value >= 1, f"data.{key} must be >= 1, got {value}")
+        _check(isinstance(d.imbalance_ratio, (int, float)) and not isinstance(d.imbalance_ratio, bool)
+               and 1 <= d.imbalance_ratio < float("inf"),
+               f"data.imbalance_ratio must be a number >= 1 (1: balanced), got {d.imbalance_ratio!r}")
+        _check(isinstance(d.noise_ratio, (int, float)) and not isinstance(d.noise_ratio, bool)
+               and 0 <= d.noise_ratio < 1, f"data.noise_ratio must be in [0, 1), got {d.noise_ratio!r}")
         if self.model.name == "custom" and "class_path" in self.model.params:
             # refused (allow-list, class, nn.Module) before anything runs or a run directory exists
             from ..models.custom import resolve_class

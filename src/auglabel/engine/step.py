@@ -11,7 +11,12 @@ Engine hooks for components that own parameters (the trainer never branches on a
 * :meth:`TrainingStep.param_groups` gathers the components' optimiser groups (their own options)
   and puts every other parameter in one default group: each parameter exactly once;
 * the step counter ``step_count`` counts training forwards; the label strategy's ``prepare`` gets
-  it as ``step``.  It is a buffer, so checkpoints carry it and a resumed run continues it.
+  it as ``step``.  It is a buffer, so checkpoints carry it and a resumed run continues it;
+* :meth:`TrainingStep.hyper_parameters` gathers the components' outer-loop parameters (AutoDO's
+  per-sample tables): parameters with ``requires_grad=False`` that a component optimises itself (its own
+  optimiser, its own hypergradients, e.g. in ``on_epoch_end``).  They are left out of the run's optimiser
+  and, not requiring gradients, out of DDP's gradient all-reduce; the owner keeps them identical on every
+  rank by reducing its hypergradients by hand.  Being parameters, checkpoints and device moves carry them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from torch import Tensor, nn
 
 from ..augment import Augmentation
 from ..batch import Batch
+from ..errors import ConfigError
 from ..labels import LabelStrategy
 
 
@@ -41,6 +47,9 @@ class ComponentSpec:
         train_size: number of training samples (the training split).
         device: where the model lives and batches arrive.
         model_name: the model's class name, for error messages.
+        labels: int64 (dataset_size,) label of every dataset index as training sees it (after label noise;
+            validation rows keep their clean labels), for components initialised from the labels
+            (AutoDO's soft labels); None when unknown.
     """
 
     num_classes: int
@@ -50,6 +59,7 @@ class ComponentSpec:
     train_size: int
     device: torch.device = torch.device("cpu")
     model_name: str = "model"
+    labels: Tensor | None = None
 
 
 class TrainingStep(nn.Module):
@@ -80,16 +90,35 @@ class TrainingStep(nn.Module):
         return self._steps
 
     def setup(self, spec: ComponentSpec) -> None:
-        """Size the components' own parameters (see :meth:`LabelStrategy.setup`)."""
+        """Size the components' own parameters (see :meth:`LabelStrategy.setup`); an augmentation with hyper
+        parameters needs a label strategy that trains them (ConfigError otherwise)."""
         self.augment.setup(spec)
         self.labels.setup(spec)
+        if self.augment.hyper_parameters() and not self.labels.trains_augment_hyperparameters:
+            raise ConfigError(f"augmentation {type(self.augment).__name__} has hyperparameters that only a label "
+                              f"strategy with a hyper step learns (labels: autodo), not {type(self.labels).__name__}")
+
+    def hyper_parameters(self) -> list[nn.Parameter]:
+        """The components' outer-loop parameters (augmentation's first), each once; they must not require
+        gradients (the training backward and DDP leave them alone).  A violation is a ValueError."""
+        found: list[nn.Parameter] = []
+        for component in (self.augment, self.labels):
+            for p in component.hyper_parameters():
+                if p.requires_grad:
+                    raise ValueError(f"{type(component).__name__}.hyper_parameters() lists a parameter that "
+                                     "requires grad: outer-loop parameters are optimised by their owner")
+                if any(p is q for q in found):
+                    raise ValueError(f"{type(component).__name__}.hyper_parameters() lists a parameter twice")
+                found.append(p)
+        return found
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: first every parameter no component claims (the run's ``optim``
-        settings), then each component's own groups with their options.  A parameter claimed
-        twice, or one that is not part of this step, is a ValueError."""
+        settings), then each component's own groups with their options; hyper parameters
+        (:meth:`hyper_parameters`) are in none.  A parameter claimed twice, or one that is not part
+        of this step, is a ValueError."""
         mine = {id(p) for p in self.parameters()}
-        claimed: set[int] = set()
+        claimed: set[int] = {id(p) for p in self.hyper_parameters()}
         special: list[dict[str, Any]] = []
         for component in (self.augment, self.labels):
             for group in component.param_groups():
@@ -99,7 +128,8 @@ class TrainingStep(nn.Module):
                         raise ValueError(f"{type(component).__name__}.param_groups() lists a parameter "
                                          "that is not part of the training step")
                     if id(p) in claimed:
-                        raise ValueError(f"{type(component).__name__}.param_groups() lists a parameter twice")
+                        raise ValueError(f"{type(component).__name__}.param_groups() lists a parameter twice "
+                                         "(or a hyper parameter)")
                     claimed.add(id(p))
                 if params:
                     special.append({**group, "params": params})

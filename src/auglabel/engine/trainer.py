@@ -29,20 +29,27 @@ from ..errors import CheckpointError, ConfigError
 from ..labels import LabelStrategy
 from ..report import write_json_atomic
 from ..report.plots import reliability_diagram
-from .build import build_step, check_compatible, load_splits, make_loader
+from .build import Splits, build_step, check_compatible, load_splits, make_loader
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
-from .evaluate import evaluate
+from .evaluate import ClassAccuracy, evaluate
 from .logger import EpochLogger
 from .step import TrainingStep
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
+DISTORTION_NAME = "distortion.json"
 
 
 @dataclass
 class EpochContext:
-    """What an ``on_epoch_end`` hook may use (AutoLabel's validation update, AutoDO's hyper step)."""
+    """What an ``on_epoch_end`` hook may use (AutoLabel's validation update, AutoDO's hyper step).
+
+    ``model`` is the unwrapped model (not DDP's wrapper); ``train_loader`` the training split's loader (a
+    hook that needs training batches builds its own iteration order from it: the trainer sets its epoch);
+    ``splits`` the data (indices, labels, distortion record); ``optimizer_steps`` the number of training
+    steps taken so far (continued across a resume).
+    """
 
     epoch: int
     model: nn.Module
@@ -53,6 +60,9 @@ class EpochContext:
     dist: distributed.DistContext
     run_dir: Path
     num_epochs: int
+    train_loader: DeviceLoader | None = None
+    splits: Splits | None = None
+    optimizer_steps: int = 0
 
     @property
     def is_last_epoch(self) -> bool:
@@ -165,6 +175,8 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / CHECKPOINT_NAME))
         if self.ctx.is_main:
             (self.run_dir / CONFIG_NAME).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if self.splits.distortion is not None:  # which samples were dropped / relabelled
+                write_json_atomic(self.splits.distortion.to_dict(), self.run_dir / DISTORTION_NAME)
         self.logger = EpochLogger(self.run_dir, enabled=self.ctx.is_main,
                                   resume_epoch=self.start_epoch - 1 if resume else None)
 
@@ -231,7 +243,9 @@ class Trainer:
         if self.cfg.train.keep_best:
             self.best.offer(epoch, row["val_accuracy"], self.model)
         context = EpochContext(epoch, self.model, self.step.augment, self.step.labels, self.val_loader,
-                               self.generator, self.ctx, self.run_dir, self.cfg.train.epochs)
+                               self.generator, self.ctx, self.run_dir, self.cfg.train.epochs,
+                               train_loader=self.train_loader, splits=self.splits,
+                               optimizer_steps=self.step.steps_done)
         row.update(self.step.augment.on_epoch_end(context))
         row.update(self.step.labels.on_epoch_end(context))
         row["epoch_time_s"] = time.perf_counter() - tic
@@ -267,13 +281,17 @@ class Trainer:
         """Test metrics of the best-validation epoch's weights (the final weights are left in place)."""
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.best.model_state)
-        test_stats, _, _ = evaluate(model, self.test_loader)
-        return {"epoch": self.best.epoch, "val_accuracy": self.best.val_accuracy, **test_stats.compute()}
+        per_class = ClassAccuracy(self.splits.num_classes)
+        test_stats, _, _ = evaluate(model, self.test_loader, per_class=per_class)
+        return {"epoch": self.best.epoch, "val_accuracy": self.best.val_accuracy, **test_stats.compute(),
+                "per_class_accuracy": per_class.compute()}
 
     def final_metrics(self) -> dict[str, Any]:
-        test_stats, _, _ = evaluate(self.model, self.test_loader)
+        per_class = ClassAccuracy(self.splits.num_classes)
+        test_stats, _, _ = evaluate(self.model, self.test_loader, per_class=per_class)
         val_stats, _, _ = evaluate(self.model, self.val_loader)
         metrics: dict[str, Any] = {"dataset": self.cfg.data.name, "split": "test", **test_stats.compute(),
+                                   "per_class_accuracy": per_class.compute(),
                                    "brier_scale": "0..2", "val": val_stats.compute(), "epochs": self.cfg.train.epochs}
         if self.cfg.train.keep_best and self.best.model_state is not None:
             metrics["best_val"] = self._best_epoch_metrics()

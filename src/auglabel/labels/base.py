@@ -36,6 +36,9 @@ class LabelStrategy(nn.Module):
     needs_features: bool = False
     #: info keys the strategy reads from the batch; checked at configuration time.
     requires_info: tuple[str, ...] = ()
+    #: True when this strategy's own hyper step also optimises the augmentation's hyper parameters
+    #: (:meth:`~auglabel.augment.base.Augmentation.hyper_parameters`); an augmentation that has some needs one.
+    trains_augment_hyperparameters: bool = False
 
     def bind(self, augment: nn.Module) -> None:  # noqa: ARG002
         """Called once at configuration time with the run's augmentation, before any state is
@@ -51,6 +54,12 @@ class LabelStrategy(nn.Module):
         """Optimiser parameter groups with their own options (e.g. ``{"params": [...],
         "weight_decay": 0.0}``).  Parameters listed nowhere train with the run's ``optim``
         settings; the default lists none."""
+        return []
+
+    def hyper_parameters(self) -> list[nn.Parameter]:
+        """Outer-loop parameters this strategy optimises itself (AutoDO's per-sample tables): created in
+        :meth:`setup` with ``requires_grad=False``, kept out of the run's optimiser and of DDP's gradient
+        sync (see :meth:`~auglabel.engine.step.TrainingStep.hyper_parameters`).  The default lists none."""
         return []
 
     def check_augmentation(self, report: "AugmentationReport") -> None:  # noqa: ARG002
