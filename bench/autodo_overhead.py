@@ -14,11 +14,10 @@ Usage: python bench/autodo_overhead.py [--train 11000] [--rounds 3] [--threads 2
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import torch
+from _epochs import bench_data, median_epoch_times  # bench/ is on sys.path when a bench runs as a script
 
 
 def main() -> None:
@@ -30,16 +29,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from auglabel.data import load_dataset
-    from auglabel.engine.config import ComponentConfig, DataConfig, ExperimentConfig, TrainConfig
+    from auglabel.engine.config import ComponentConfig, ExperimentConfig, TrainConfig
     from auglabel.engine.trainer import Trainer
-    from auglabel.errors import DataError
 
-    try:
-        load_dataset("fashion_mnist", "test")
-        data = DataConfig(name="fashion_mnist", train_subset=args.train, val_size=args.train // 11)
-    except DataError:
-        data = DataConfig(name="digits", val_size=1 / 11)
+    data = bench_data(args.train)
     epochs = args.rounds + 2  # the hyper pass follows epochs E < e < epochs: never the last one
 
     def config(augment: str, labels: ComponentConfig) -> ExperimentConfig:
@@ -55,18 +48,7 @@ def main() -> None:
                                                                                    "plots": False})),
                                        f"{tmp}/before", progress=False),
         }
-        times: dict[str, list[float]] = {name: [] for name in trainers}
-        for epoch in range(1, args.rounds + 2):
-            for name, trainer in trainers.items():
-                if trainer.ctx.device.type == "cuda":
-                    torch.cuda.synchronize()
-                tic = time.perf_counter()
-                trainer.run_epoch(epoch)
-                if trainer.ctx.device.type == "cuda":
-                    torch.cuda.synchronize()
-                if epoch > 1:  # epoch 1 warms up allocators and kernels
-                    times[name].append(time.perf_counter() - tic)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        medians = median_epoch_times(trainers, args.rounds)
     print(f"dataset {data.name}, {args.rounds} timed epochs each, device {args.device}, {args.threads} threads")
     for name, value in medians.items():
         print(f"{name:>16}: median epoch {value:.2f}s")

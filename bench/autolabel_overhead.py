@@ -12,11 +12,10 @@ Usage: python bench/autolabel_overhead.py [--train 11000] [--rounds 3] [--base a
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import torch
+from _epochs import bench_data, median_epoch_times  # bench/ is on sys.path when a bench runs as a script
 
 BASES = {
     "augmix": {"name": "augmix", "params": {"width": 1, "jsd": False, "mix": "uniform"}},
@@ -34,16 +33,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from auglabel.data import load_dataset
-    from auglabel.engine.config import ComponentConfig, DataConfig, ExperimentConfig, TrainConfig
+    from auglabel.engine.config import ComponentConfig, ExperimentConfig, TrainConfig
     from auglabel.engine.trainer import Trainer
-    from auglabel.errors import DataError
 
-    try:
-        load_dataset("fashion_mnist", "test")
-        data = DataConfig(name="fashion_mnist", train_subset=args.train, val_size=args.train // 11)
-    except DataError:
-        data = DataConfig(name="digits", val_size=1 / 11)
+    data = bench_data(args.train)
     base = BASES[args.base]
 
     def config(labels: ComponentConfig) -> ExperimentConfig:
@@ -56,14 +49,7 @@ def main() -> None:
             "base": Trainer(config(ComponentConfig("onehot")), f"{tmp}/base", progress=False),
             "autolabel": Trainer(config(ComponentConfig("autolabel")), f"{tmp}/autolabel", progress=False),
         }
-        times: dict[str, list[float]] = {name: [] for name in trainers}
-        for epoch in range(1, args.rounds + 2):
-            for name, trainer in trainers.items():
-                tic = time.perf_counter()
-                trainer.run_epoch(epoch)
-                if epoch > 1:  # epoch 1 warms up allocators and kernels
-                    times[name].append(time.perf_counter() - tic)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        medians = median_epoch_times(trainers, args.rounds)
     print(f"dataset {data.name}, base augmentation {args.base}, {args.rounds} timed epochs each")
     for name, value in medians.items():
         print(f"{name:>10}: median epoch {value:.2f}s")

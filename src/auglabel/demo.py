@@ -24,7 +24,6 @@ from .engine.trainer import Trainer
 from .errors import DataError
 from .report.io import write_bytes_atomic
 
-TESTBED = Path(__file__).parent / "configs" / "testbed"
 #: the demo's methods: (test-bed config stem = run directory, label)
 METHODS = (("onehot", "one-hot"), ("augmix", "AugMix"), ("augmix_autolabel", "AugMix + AutoLabel"))
 DEFAULT_EPOCHS = {"fashion_mnist": 30, "digits": 30}
@@ -32,7 +31,9 @@ DEFAULT_EPOCHS = {"fashion_mnist": 30, "digits": 30}
 
 def testbed_config(stem: str) -> ExperimentConfig:
     """A test-bed config shipped with the package, by stem (``onehot``, ``augmix_autolabel``...)."""
-    return ExperimentConfig.from_dict(yaml.safe_load((TESTBED / f"{stem}.yaml").read_text()))
+    from .reproduce.papers import testbed_dir
+
+    return ExperimentConfig.from_dict(yaml.safe_load((testbed_dir() / f"{stem}.yaml").read_text()))
 
 
 def demo_config(data_name: str, epochs: int | None, data_root: str | None, device: str,
