@@ -278,6 +278,10 @@ def test_learned_summary_scalars_by_hand_and_the_plot(tmp_path):
     assert scalars["autodo_weight_flipped"] == pytest.approx(0.3) and scalars["autodo_weight_clean"] == pytest.approx(16 / 15)
     assert scalars["autodo_soft_finds_clean_flipped"] == 0.5  # row 2 found class 0, row 4 kept its noisy class 2
     assert scalars["autodo_soft_agrees_given"] == pytest.approx(3 / 5) and scalars["autodo_prob_rotate"] == pytest.approx(0.3)
+    assert scalars["autodo_weight_auroc"] == 1.0  # every clean weight above every flipped one
+    mixed = AutoDOSummary(given, clean, 3, weights=torch.tensor([1.0, 0.3, 0.2, 1.0, 0.3]))
+    # clean (1.0, 0.3, 1.0) vs flipped (0.2, 0.3): 2 + (1 + tie 1/2) + 2 of 6 pairs
+    assert mixed.scalars()["autodo_weight_auroc"] == pytest.approx(5.5 / 6)
     assert plot_autodo(summary, tmp_path / "autodo.png").stat().st_size > 10_000
     bare = AutoDOSummary(given, given, 3)  # nothing learned, nothing flipped: still draws
     assert bare.scalars() == {} and plot_autodo(bare, tmp_path / "bare.png").is_file()

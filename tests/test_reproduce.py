@@ -369,3 +369,50 @@ def test_scales_are_the_overlay_files(tmp_path):
     job = plan_jobs(PAPERS["autolabel"], PAPERS["autolabel"].groups, settings)[0]
     train = Runner(settings, print).command(job, "train")
     assert train[train.index("--config") + 1] == str(testbed_dir() / "scale" / "paper_wrn.yaml")
+
+
+def test_variants_train_the_base_config_with_their_overrides(tmp_path):
+    from auglabel.errors import ConfigError
+    from auglabel.reproduce.runner import Runner
+
+    paper = PAPERS["autodo"]
+    assert [g.title for g in paper.groups] == ["IR-NR 1-0", "IR-NR 10-0.1", "IR-NR 100-0.3"]
+    assert paper.config("autodo_aws__ir10_nr0.1") == paper.config("autodo_aws")
+    assert paper.overrides("autodo_aws__ir10_nr0.1") == ("data.imbalance_ratio=10", "data.noise_ratio=0.1")
+    assert paper.overrides("autodo_aws") == ()
+    with pytest.raises(ConfigError, match="unknown variant 'ir2'"):
+        paper.overrides("autodo_aws__ir2")
+    settings = _settings(tmp_path, overrides=["train.epochs=2"])
+    jobs = plan_jobs(paper, paper.select(["IR-NR 100-0.3"]), settings)
+    assert len(jobs) == 6 and {job.run.name for job in jobs} >= {"autodo_baseline__ir100_nr0.3-seed0"}
+    runner = Runner(settings, print)
+    train = runner.command(jobs[0], "train")
+    # the variant's overrides, then the user's (which win)
+    assert train[-6:] == ["--data.imbalance_ratio", "100", "--data.noise_ratio", "0.3", "--train.epochs", "2"]
+    assert train.index("--data.imbalance_ratio") < train.index("--train.epochs")
+    assert "--data.imbalance_ratio" not in runner.command(jobs[0], "train", resume=True)
+    with pytest.raises(ConfigError, match="unknown column set"):
+        Group("g", "", (("onehot", "x"),), columns=("nope",))
+
+
+def test_distortion_and_autodo_columns(tmp_path):
+    from auglabel.reproduce.pipeline import final_log_row
+    from auglabel.reproduce.tables import rare_class_accuracy
+
+    assert rare_class_accuracy([1.0, 0.8, 0.5, 0.3]) == pytest.approx(0.4)  # classes 2 and 3 of K = 4
+    assert rare_class_accuracy(None) is None and rare_class_accuracy([0.5, None]) is None
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.csv").write_text("epoch,autodo_weight_auroc,note\n1,0.5,x\n2,0.75,y\n")
+    assert final_log_row(run) == {"epoch": 2.0, "autodo_weight_auroc": 0.75}
+    assert final_log_row(tmp_path) == {}
+    group = PAPERS["autodo"].groups[1]
+    seeds = [dict(_fake_metrics(s), per_class_accuracy=[0.9] * 5 + [0.4 + 0.1 * s] * 5,
+                  final_log={"autodo_weight_auroc": 0.6 + 0.1 * s}) for s in (0, 1)]
+    runs = {group.stems[4]: dict(enumerate(seeds))}
+    add_derived(runs, [group])
+    table = group_table(group, {stem: list(per_seed.values()) for stem, per_seed in runs.items()})
+    header, _, *rows = table.splitlines()
+    cells = dict(zip([h.strip() for h in header.split("|")], [c.strip() for c in rows[4].split("|")]))
+    assert cells["error %"] == "19.50 ± 0.71" and cells["rare-class Acc %"] == "45.00 ± 7.07"
+    assert cells["weight AUROC clean vs flipped %"] == "65.00 ± 7.07" and cells["weight, flipped"] == "—"

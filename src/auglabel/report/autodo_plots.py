@@ -41,14 +41,19 @@ class AutoDOSummary:
         return self.given_labels != self.clean_labels
 
     def scalars(self) -> dict[str, float]:
-        """Means for log.csv: weights (all / flipped / clean), soft-label agreement, ops' hyperparameters."""
+        """Means for log.csv: weights (all / flipped / clean, and the AUROC of the weights as a detector of
+        clean labels), soft-label agreement, ops' hyperparameters."""
         out: dict[str, float] = {}
         flipped = self.flipped
         if self.weights is not None:
             out["autodo_weight_mean"] = float(self.weights.mean())
             if flipped.any() and (~flipped).any():
+                from ..robustness.ood import auroc
+
                 out["autodo_weight_flipped"] = float(self.weights[flipped].mean())
                 out["autodo_weight_clean"] = float(self.weights[~flipped].mean())
+                # how well the weights rank clean samples above flipped ones (0.5: not at all)
+                out["autodo_weight_auroc"] = auroc(self.weights[~flipped], self.weights[flipped])
         if self.soft is not None:
             top = self.soft.argmax(1)
             out["autodo_soft_agrees_given"] = float((top == self.given_labels).float().mean())

@@ -6,6 +6,9 @@ temperature scaling, the -C corruptions).  Configs are test-bed stems, found in
 ``auglabel/configs/testbed/<stem>.yaml`` (package data).  A stem listed in several groups or
 papers is one run per seed: runs are shared, ``<runs>/<stem>-seed<seed>``.
 
+A row may name a *variant* of a config, ``<stem>__<variant>``: the same YAML file trained with the
+overrides the paper lists for that variant (AutoDO's dataset distortions), its own run per seed.
+
 Adding a paper is one entry of :data:`PAPERS`.
 """
 from __future__ import annotations
@@ -18,6 +21,10 @@ from ..errors import ConfigError
 
 #: extra suites a group can ask for, in the order they are evaluated
 EXTRA_SUITES = ("adversarial", "ood", "perturbations")
+#: extra column sets a group can ask for (:func:`auglabel.reproduce.tables.extra_columns`)
+EXTRA_COLUMNS = ("distortion", "autodo")
+#: between a config stem and a variant name in a row's stem
+VARIANT_SEPARATOR = "__"
 
 
 def testbed_dir() -> Path:
@@ -62,11 +69,16 @@ class Group:
     rows: tuple[tuple[str, str], ...]
     suites: tuple[str, ...] = ()
     baseline: str | None = None
+    columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.suites if s not in EXTRA_SUITES]
         if unknown:
             raise ConfigError(f"group {self.title!r}: unknown suite {unknown[0]!r}; choose from {', '.join(EXTRA_SUITES)}")
+        unknown = [c for c in self.columns if c not in EXTRA_COLUMNS]
+        if unknown:
+            raise ConfigError(f"group {self.title!r}: unknown column set {unknown[0]!r}; "
+                              f"choose from {', '.join(EXTRA_COLUMNS)}")
         if self.baseline is not None and self.baseline not in self.stems:
             raise ConfigError(f"group {self.title!r}: baseline {self.baseline!r} is not one of its rows")
 
@@ -87,6 +99,8 @@ class Paper:
     ``ood_reference``: a stem whose runs also get the max-softmax OOD AUROC after temperature
     scaling (a row of the OOD table).  ``calibration_plot``: draw ECE / OE bars per method.
     ``configs``: where the stems' YAML files live (default: the packaged test bed).
+    ``variants``: ``(name, overrides)`` pairs; a row ``<stem>__<name>`` trains ``<stem>.yaml`` with the
+    overrides (``section.key=value``, as ``--override``; the user's ``--override`` still comes last).
     """
 
     name: str
@@ -96,13 +110,26 @@ class Paper:
     ood_reference: str | None = None
     calibration_plot: bool = False
     configs: Path | None = None
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def config_dir(self) -> Path:
         return Path(self.configs) if self.configs is not None else testbed_dir()
 
     def config(self, stem: str) -> Path:
-        return self.config_dir / f"{stem}.yaml"
+        """The YAML file of a row's stem (a variant's is its base config's)."""
+        return self.config_dir / f"{stem.split(VARIANT_SEPARATOR)[0]}.yaml"
+
+    def overrides(self, stem: str) -> tuple[str, ...]:
+        """The overrides of a row's variant (none for a plain stem); a one-line error for an unknown one."""
+        base, sep, variant = stem.partition(VARIANT_SEPARATOR)
+        if not sep:
+            return ()
+        known = dict(self.variants)
+        if variant not in known:
+            raise ConfigError(f"paper {self.name!r}: row {stem!r} names an unknown variant {variant!r}; "
+                              f"known: {', '.join(known) or 'none'}")
+        return tuple(known[variant])
 
     def select(self, names: list[str] | None) -> list[Group]:
         """The groups named by title or slug (case-insensitive), in the paper's order; all for None."""
@@ -174,8 +201,28 @@ PLS = Paper(
                ("pls_uniform_distribution", "PLS with a uniform distribution (UD)"))),
     ), calibration_plot=True)
 
+#: AutoDO's dataset distortions (papers/autodo.txt Tables 1-3): (imbalance ratio IR, noise ratio NR)
+AUTODO_CELLS = ((1, 0.0), (10, 0.1), (100, 0.3))
+AUTODO_ROWS = (("autodo_baseline", "baseline (crop/flip)"), ("autodo_augmix", "AugMix"), ("autodo_a", "AutoDO A"),
+               ("autodo_aw", "AutoDO A+W"), ("autodo_aws", "AutoDO A+W+S"),
+               ("autodo_shared", "AutoDO A^SHA (one shared policy)"))
+
+
+def _cell_name(ir: int, nr: float) -> str:
+    return f"ir{ir}_nr{nr:g}"
+
+
+AUTODO = Paper(
+    name="autodo", title="AutoDO (Cheng et al. 2021: Tables 1-3 at test-bed scale)",
+    groups=tuple(Group(f"IR-NR {ir}-{nr:g}", "Tables 1-3",
+                       tuple((f"{stem}{VARIANT_SEPARATOR}{_cell_name(ir, nr)}", label) for stem, label in AUTODO_ROWS),
+                       columns=("distortion", "autodo"))
+                 for ir, nr in AUTODO_CELLS),
+    variants=tuple((_cell_name(ir, nr), (f"data.imbalance_ratio={ir}", f"data.noise_ratio={nr:g}"))
+                   for ir, nr in AUTODO_CELLS))
+
 #: name -> paper; ``auglabel reproduce NAME``
-PAPERS: dict[str, Paper] = {paper.name: paper for paper in (AUTOLABEL, MIXUP_CALIBRATION, AUGMIX, PLS)}
+PAPERS: dict[str, Paper] = {paper.name: paper for paper in (AUTOLABEL, MIXUP_CALIBRATION, AUGMIX, PLS, AUTODO)}
 
 
 def get_paper(name: str | Paper) -> Paper:
@@ -187,5 +234,5 @@ def get_paper(name: str | Paper) -> Paper:
     return PAPERS[name]
 
 
-__all__ = ["EXTRA_SUITES", "Group", "Paper", "PAPERS", "get_paper", "paper_scale_overlay", "scale_overlay", "scales", "slug",
+__all__ = ["AUTODO_CELLS", "EXTRA_COLUMNS", "EXTRA_SUITES", "VARIANT_SEPARATOR", "Group", "Paper", "PAPERS", "get_paper", "paper_scale_overlay", "scale_overlay", "scales", "slug",
            "stem_suites", "testbed_dir"]

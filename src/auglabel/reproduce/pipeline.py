@@ -7,6 +7,7 @@ paper's reference runs; write ``table.md``, ``results.json`` and the figures.
 """
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,22 @@ def _temperature_scaled_ood(job: Job, settings: Settings, say: Callable[[str], N
             f"in {time.perf_counter() - tic:.0f} s")
 
 
+def final_log_row(run: Path) -> dict[str, float]:
+    """The last row of the run's ``log.csv`` as numbers (what strategies log per epoch); ``{}`` without one."""
+    path = Path(run) / "log.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    out = {}
+    for key, value in (rows[-1] if rows else {}).items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
 def _write(paper: Paper, groups, jobs: list[Job], settings: Settings, command: str, wall_s: float,
            say: Callable[[str], None]) -> Path:
     from .tables import add_derived
@@ -150,7 +167,9 @@ def _write(paper: Paper, groups, jobs: list[Job], settings: Settings, command: s
     by_stem: dict[str, dict[int, dict]] = {}
     dirs: dict[str, dict[int, Path]] = {}
     for job in sorted(jobs, key=lambda j: (j.stem, j.seed)):
-        by_stem.setdefault(job.stem, {})[job.seed] = read_metrics(job.run)
+        by_stem.setdefault(job.stem, {})[job.seed] = metrics = read_metrics(job.run)
+        if metrics:
+            metrics["final_log"] = final_log_row(job.run)
         dirs.setdefault(job.stem, {})[job.seed] = job.run
     add_derived(by_stem, groups)
     runs = {stem: list(per_seed.values()) for stem, per_seed in by_stem.items()}

@@ -139,7 +139,7 @@ def planned_steps(metrics: Mapping[str, Any], suites: Sequence[str], settings: S
 
 @dataclass
 class Job:
-    """One (stem, seed): its config, run directory, log file and extra suites."""
+    """One (stem, seed): its config, run directory, log file, extra suites and the variant's overrides."""
 
     stem: str
     seed: int
@@ -147,6 +147,7 @@ class Job:
     run: Path
     log: Path
     suites: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -168,12 +169,14 @@ def plan_jobs(paper: Paper, groups: Sequence[Group], settings: Settings) -> list
     """
     jobs = []
     for stem, suites in stem_suites(list(groups)).items():
-        config = paper.config(stem)
+        config, overrides = paper.config(stem), paper.overrides(stem)
         if not config.is_file():
             raise ConfigError(f"paper {paper.name!r}: no config {config}")
+        override_arguments(overrides)
         for seed in settings.seeds:
             run = Path(settings.runs) / f"{stem}-seed{seed}"
-            jobs.append(Job(stem, seed, config, run, Path(settings.runs) / f"{stem}-seed{seed}.log", suites))
+            jobs.append(Job(stem, seed, config, run, Path(settings.runs) / f"{stem}-seed{seed}.log", suites,
+                            overrides))
     jobs.sort(key=lambda job: ("adversarial" not in job.suites, -len(job.suites)))
     return jobs
 

@@ -115,8 +115,9 @@ class Runner:
             scale = [] if overlay is None else ["--config", str(overlay)]
             head = ["--run_dir", str(job.run), "--resume"] if resume else \
                 [str(job.config), *scale, "--run_dir", str(job.run), "--overwrite"]
+            variant = [] if resume else override_arguments(job.overrides)  # a resumed run has its config
             return [*LAUNCHER, "train", *head, "--train.seed", str(job.seed), "--train.threads", str(s.threads),
-                    *override_arguments(s.overrides)]
+                    *variant, *override_arguments(s.overrides)]
         device = ["--device", run_device(job.run)]
         if step == "calibrate":
             return [*LAUNCHER, "calibrate", str(job.run), *device]

@@ -67,6 +67,14 @@ def extra_columns(group: Group, ood_name: str | None = None) -> list[Column]:
         columns += [Column("CE % (1 − cAcc)", "derived.corruption_error"),
                     Column(f"mCE % (rel. {group.baseline})", "derived.mce_relative"),
                     Column("cRMS-CE %", "corruption.rms_ce")]
+    if "distortion" in group.columns:
+        columns += [Column("error %", "derived.error"),
+                    Column("rare-class Acc %", "derived.rare_class_accuracy")]
+    if "autodo" in group.columns:
+        columns += [Column("weight, flipped", "final_log.autodo_weight_flipped", 1.0, 3),
+                    Column("weight, clean", "final_log.autodo_weight_clean", 1.0, 3),
+                    Column("weight AUROC clean vs flipped %", "final_log.autodo_weight_auroc"),
+                    Column("soft label = clean, flipped %", "final_log.autodo_soft_finds_clean_flipped")]
     for suite in group.suites:
         if suite == "adversarial":
             columns += [Column(f"PGD-50 acc ε={eps} %", f"adversarial.{eps}") for eps in ADV_EPS]
@@ -116,13 +124,27 @@ def relative_mce(metrics: Mapping[str, Any], baseline: Mapping[str, Any]) -> flo
     return mce
 
 
+def rare_class_accuracy(per_class: Any) -> float | None:
+    """Mean test accuracy of classes ``K//2 .. K-1``, the ones AutoDO's imbalance subsamples (None: absent)."""
+    if not isinstance(per_class, Sequence) or len(per_class) < 2:
+        return None
+    rare = [_number(value) for value in per_class[len(per_class) // 2:]]
+    return None if any(value is None for value in rare) else statistics.mean(rare)
+
+
 def add_derived(runs: Mapping[str, Mapping[int, dict[str, Any]]], groups: Sequence[Group]) -> None:
-    """Add ``derived.corruption_error`` (1 − cAcc) to every run and ``derived.mce_relative`` to every
+    """Add ``derived.error`` (1 − Acc), ``derived.rare_class_accuracy`` (:func:`rare_class_accuracy`),
+    ``derived.corruption_error`` (1 − cAcc) to every run and ``derived.mce_relative`` to every
     run of a group with a baseline (against the baseline's run of the same seed), in place."""
     for per_seed in runs.values():
         for metrics in per_seed.values():
             if "corruption.acc" in metrics:
                 metrics["derived.corruption_error"] = 1.0 - metrics["corruption.acc"]
+            if "accuracy" in metrics:
+                metrics["derived.error"] = 1.0 - metrics["accuracy"]
+            rare = rare_class_accuracy(metrics.get("per_class_accuracy"))
+            if rare is not None:
+                metrics["derived.rare_class_accuracy"] = rare
     for group in groups:
         if group.baseline is None:
             continue
@@ -184,5 +206,5 @@ def label_diagnostics(stems: Sequence[str], run_dirs: Mapping[str, Sequence[Path
                            "Conf − Acc, last 5 epochs (pp)"], rows)
 
 
-__all__ = ["Column", "add_derived", "cell", "corruption_errors", "extra_columns", "group_table", "label_diagnostics",
+__all__ = ["Column", "add_derived", "rare_class_accuracy", "cell", "corruption_errors", "extra_columns", "group_table", "label_diagnostics",
            "label_stats", "markdown_table", "mean_std_cell", "ood_table", "read_autolabel_csv", "relative_mce"]
