@@ -281,7 +281,8 @@ def _tiny_paper(tmp_path, **labels):
     (configs / "tiny.yaml").write_text(yaml.safe_dump(raw))
     return Paper("tiny", "A tiny paper", (Group("Clean", "Table 1", (("tiny", "tiny"),)),
                                           Group("OOD", "Table 2", (("tiny", "tiny again"),), suites=("ood",))),
-                 dataset="digits", ood_reference="tiny", calibration_plot=True, configs=configs)
+                 dataset="digits", ood_reference="tiny", calibration_plot=True, configs=configs,
+                 confidence_study=("tiny",))
 
 
 def test_tiny_paper_end_to_end_then_reused(tmp_path, capsys, monkeypatch):
@@ -300,7 +301,16 @@ def test_tiny_paper_end_to_end_then_reused(tmp_path, capsys, monkeypatch):
     metrics = results["runs"]["tiny"][0]["metrics"]
     assert metrics["corruption.count"] == 50 and metrics["corruption.names"] == list(CORRUPTIONS)
     assert "temperature_scaling" in metrics and metrics["ood_temperature_scaled"]["count"] == 50
-    assert {"severity_clean.png", "severity_ood.png", "calibration.png"} <= {p.name for p in out.iterdir()}
+    assert {"severity_clean.png", "severity_ood.png", "calibration.png", "winning_scores.png",
+            "reliability_temperature.png"} <= {p.name for p in out.iterdir()}
+    study = table.split("## Confidence before and after temperature scaling")[1]
+    line = next(line for line in study.splitlines() if line.startswith("| tiny"))
+    row = [c.strip() for c in line.strip("|").split("|")][1:]
+    assert row[0] == f"{metrics['temperature_scaling']['temperature']:.3f}"
+    from auglabel.reproduce.confidence import test_logits, winning_scores
+
+    logits, _ = test_logits(runs / "tiny-seed0")
+    assert row[1] == f"{winning_scores(logits).mean() * 100:.2f}"
     # T = 1 gives back the suite's own AUROC: the wrapper scores exactly the images of --suite ood
     from auglabel.reproduce.ood import temperature_scaled_ood
 
@@ -416,3 +426,12 @@ def test_distortion_and_autodo_columns(tmp_path):
     cells = dict(zip([h.strip() for h in header.split("|")], [c.strip() for c in rows[4].split("|")]))
     assert cells["error %"] == "19.50 ± 0.71" and cells["rare-class Acc %"] == "45.00 ± 7.07"
     assert cells["weight AUROC clean vs flipped %"] == "65.00 ± 7.07" and cells["weight, flipped"] == "—"
+
+
+def test_winning_scores_by_hand():
+    from auglabel.reproduce.confidence import winning_scores
+
+    logits = torch.tensor([[0.0, float(torch.log(torch.tensor(3.0)))], [2.0, 2.0]])
+    # softmax(0, ln 3) = (1/4, 3/4); at T = 1/2 the logits double: (1/10, 9/10); ties stay at 1/2
+    assert winning_scores(logits).tolist() == pytest.approx([0.75, 0.5])
+    assert winning_scores(logits, 0.5).tolist() == pytest.approx([0.9, 0.5])

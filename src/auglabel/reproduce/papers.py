@@ -99,6 +99,8 @@ class Paper:
     ``ood_reference``: a stem whose runs also get the max-softmax OOD AUROC after temperature
     scaling (a row of the OOD table).  ``calibration_plot``: draw ECE / OE bars per method.
     ``configs``: where the stems' YAML files live (default: the packaged test bed).
+    ``confidence_study``: stems whose winning scores and reliability before/after temperature scaling are
+    drawn (:mod:`auglabel.reproduce.confidence`).
     ``variants``: ``(name, overrides)`` pairs; a row ``<stem>__<name>`` trains ``<stem>.yaml`` with the
     overrides (``section.key=value``, as ``--override``; the user's ``--override`` still comes last).
     """
@@ -111,6 +113,7 @@ class Paper:
     calibration_plot: bool = False
     configs: Path | None = None
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    confidence_study: tuple[str, ...] = ()
 
     @property
     def config_dir(self) -> Path:
@@ -199,7 +202,7 @@ PLS = Paper(
         Group("Ablations", "Table 4",
               (("pls", "PLS"), ("pls_no_original", "PLS without original-sample batches"),
                ("pls_uniform_distribution", "PLS with a uniform distribution (UD)"))),
-    ), calibration_plot=True)
+    ), calibration_plot=True, confidence_study=("onehot", "uniform_0.2", "mixup_alpha1", "pls"))
 
 #: AutoDO's dataset distortions (papers/autodo.txt Tables 1-3): (imbalance ratio IR, noise ratio NR)
 AUTODO_CELLS = ((1, 0.0), (10, 0.1), (100, 0.3))

@@ -32,6 +32,11 @@ def autolabel_rows(groups: Sequence[Group]) -> list[tuple[str, str]]:
     return rows
 
 
+def _unique_rows(groups: Sequence[Group]) -> list[tuple[str, str]]:
+    """Every stem of ``groups`` once, with the label of its first row, in order."""
+    return list({stem: (stem, label) for group in groups for stem, label in reversed(group.rows)}.values())[::-1]
+
+
 def header(paper: Paper, settings: Settings, command: str, wall_s: float, groups: Sequence[Group] = ()) -> str:
     """The provenance lines at the top of ``table.md`` (subsample sizes of the suites ``groups`` use)."""
     s = settings
@@ -79,7 +84,14 @@ def write_report(paper: Paper, groups: Sequence[Group], runs: Mapping[str, Seque
     """Write everything into ``out``; returns the paths written."""
     out = Path(out)
     text = table_markdown(paper, groups, runs, run_dirs, settings, command, wall_s)
-    written = [write_bytes_atomic(text.encode("utf-8"), out / "table.md")]
+    studied = [(stem, label) for stem, label in _unique_rows(groups) if stem in paper.confidence_study]
+    figures: list[Path] = []
+    if studied:
+        from .confidence import confidence_study
+
+        study, figures = confidence_study(studied, runs, run_dirs, out)
+        text += "\n" + study
+    written = [write_bytes_atomic(text.encode("utf-8"), out / "table.md"), *figures]
     results = {
         "paper": paper.name, "title": paper.title, "command": command, "wall_time_s": wall_s,
         "settings": {"seeds": list(settings.seeds), "scale": settings.scale, "overrides": list(settings.overrides),
@@ -102,7 +114,7 @@ def write_report(paper: Paper, groups: Sequence[Group], runs: Mapping[str, Seque
         path = plots.plot_learned_labels(labelled, run_dirs, out / "learned_labels.png")
         written += [path] if path else []
     if paper.calibration_plot:
-        rows = list({stem: (stem, label) for group in groups for stem, label in reversed(group.rows)}.values())[::-1]
+        rows = _unique_rows(groups)
         path = plots.plot_calibration_bars(rows, runs, out / "calibration.png",
                                            f"{paper.title}: ECE and OE on the test split (mean ± std over seeds)")
         written += [path] if path else []

@@ -55,6 +55,7 @@ HEAD = (Column("Acc %", "accuracy"), Column("ECE %", "ece"), Column("OE %", "oe"
         Column("NLL", "nll", 1.0, 3), Column("Brier", "brier", 1.0, 3),
         # temperature_scaling.after is on the full test split; temperature.* holds the -C subsample's
         Column("ECE after TS %", "temperature_scaling.after.ece"),
+        Column("T", "temperature_scaling.temperature", 1.0, 3),  # > 1: over-confident, < 1: under-confident
         Column("cAcc %", "corruption.acc"), Column("cECE %", "corruption.ece"))
 TAIL = (Column("best-val epoch", "best_val.epoch", 1.0, 1), Column("best-val Acc %", "best_val.accuracy"),
         Column("best-val ECE %", "best_val.ece"), Column("train s/run", "train_wall_time_s", 1.0, 0))
