@@ -1,5 +1,4 @@
 """AutoLabel: buckets, targets, the calibration-guided update, state and resume."""
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +9,7 @@ from auglabel.augment import AUGMENTATIONS
 from auglabel.batch import Batch
 from auglabel.errors import ConfigError
 from auglabel.labels import LABEL_STRATEGIES
-from auglabel.labels.autolabel import AutoLabel, bucket_index, single_label_targets, two_image_targets
+from auglabel.labels.autolabel import bucket_index, single_label_targets, two_image_targets
 
 
 def _autolabel(**params):

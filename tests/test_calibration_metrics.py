@@ -259,7 +259,8 @@ def test_stats_over_batches_match_oracles():
     for start in range(0, 700, 128):
         stats.update(logits[start:start + 128], labels[start:start + 128])
     result = stats.compute()
-    assert list(result) == ["accuracy", "ece", "rms_ce", "oe", "brier", "nll", "count"]
+    assert list(result) == ["accuracy", "ece", "rms_ce", "oe", "brier", "nll", "ece_adaptive", "ece_classwise",
+                            "ece_debiased", "mce", "calibration_gap", "aurc", "augrc", "count"]
     assert result["count"] == 700
     for key, value in expected_metrics(logits, labels).items():
         assert result[key] == pytest.approx(value, rel=1e-9), key

@@ -1,7 +1,6 @@
 """mixup augmentation, Beta sampling, and the "mixup" / "feature_mixup" label strategies."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -1,5 +1,8 @@
-"""OOD detection (robustness/ood.py): AUROC vs scikit-learn, noise moments, format adapter."""
+"""OOD detection (robustness/ood.py): AUROC, AUPR-in/out and FPR at 95% TPR vs scikit-learn and by hand,
+the four scores, noise moments, format adapter."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +12,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from auglabel.errors import ConfigError, DataError
-from auglabel.robustness.ood import auroc, gaussian_noise_like, match_format, max_softmax_scores, ood_auroc
+from auglabel.robustness.ood import (
+    OOD_SCORES, auroc, average_precision, detection_metrics, detection_report, fpr_at_tpr, gaussian_noise_like,
+    match_format, max_softmax_scores, ood_auroc, ood_detection, ood_logits, ood_scores,
+)
 
 
 def sklearn_auroc(inside, outside) -> float:
@@ -177,3 +183,89 @@ def test_ood_auroc_bad_input():
         ood_auroc(net, images, torch.full((2, 1, 4, 4), 3.0))
     with pytest.raises(ConfigError, match="batch_size"):
         max_softmax_scores(net, images, batch_size=0)
+
+
+# ---- every score and metric (METHODS.md sec. 9) ------------------------------------------------
+
+def sklearn_detection(inside, outside):
+    """Oracle: scikit-learn's AUROC, average precision (in and out as positives) and ROC curve."""
+    from sklearn.metrics import average_precision_score, roc_curve
+
+    inside, outside = np.asarray(inside, float), np.asarray(outside, float)
+    truth = np.concatenate([np.ones(len(inside)), np.zeros(len(outside))])
+    scores = np.concatenate([inside, outside])
+    fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=False)
+    return {"auroc": roc_auc_score(truth, scores), "aupr_in": average_precision_score(truth, scores),
+            "aupr_out": average_precision_score(1 - truth, -scores),
+            "fpr_at_95_tpr": fpr[np.argmax(tpr >= 0.95 - 1e-12)]}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_detection_metrics_match_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    inside = rng.integers(0, 7, size=int(rng.integers(5, 80))).astype(float)  # few distinct values: many ties
+    outside = rng.integers(0, 5, size=int(rng.integers(5, 80))).astype(float)
+    got = detection_metrics(torch.tensor(inside), outside)
+    assert got == pytest.approx(sklearn_detection(inside, outside), abs=1e-12)
+    continuous_in, continuous_out = rng.normal(0.5, 1, 300), rng.normal(0, 1, 200)
+    assert detection_metrics(continuous_in, continuous_out) == pytest.approx(
+        sklearn_detection(continuous_in, continuous_out), abs=1e-12)
+
+
+def test_average_precision_hand_worked():
+    # thresholds 3, 2, 1: (TP, FP) = (1, 0), (2, 1), (2, 2); AP = 1/2 * 1 + 1/2 * 2/3
+    assert average_precision([3.0, 2.0], [2.0, 1.0]) == pytest.approx(0.5 + 1 / 3, abs=1e-15)
+    assert average_precision([5.0, 4.0], [1.0, 0.0]) == 1.0
+    assert average_precision([1.0, 1.0], [1.0, 1.0]) == 0.5  # one tie group: precision 1/2 at recall 1
+
+
+def test_fpr_at_95_tpr_hand_worked_with_ties():
+    inside = np.arange(1.0, 21.0)  # 20 in-distribution scores 1..20: 95% TPR = 19 accepted, threshold 2
+    assert fpr_at_tpr(inside, [0.5, 1.0, 2.0, 2.0, 3.0, 25.0]) == 4 / 6  # 2, 2, 3, 25 are >= 2 (ties accepted)
+    assert fpr_at_tpr(inside, [0.5, 1.9]) == 0.0
+    assert fpr_at_tpr(inside, [0.5, 1.9], tpr=1.0) == 0.5  # threshold 1: 1.9 accepted
+    # all in-distribution scores tied: the one threshold accepts all of them and every tied OOD image
+    assert fpr_at_tpr([5.0] * 20, [5.0, 4.0, 6.0]) == 2 / 3
+    # 10 in-distribution scores: ceil(9.5) = 10 must be accepted, so the threshold is the smallest, 1
+    assert fpr_at_tpr(np.arange(1.0, 11.0), [0.9, 1.0, 1.1]) == 2 / 3
+    with pytest.raises(ConfigError, match="tpr"):
+        fpr_at_tpr(inside, [1.0], tpr=0.0)
+
+
+def test_scores_by_hand_and_orientation():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 3.0, float("-inf")]])
+    scores = ood_scores(logits)
+    assert list(scores) == list(OOD_SCORES) == ["max_softmax", "max_logit", "energy", "entropy"]
+    lse = [math.log(math.exp(2) + 2), math.log(3) + 1, math.log(1 + math.exp(3))]
+    p0 = math.exp(2) / (math.exp(2) + 2)
+    q = 1 / (1 + math.exp(3))  # row 3: two live classes, 0 log 0 = 0 for the -inf one
+    torch.testing.assert_close(scores["max_softmax"], torch.tensor([p0, 1 / 3, 1 - q]))
+    assert scores["max_logit"].tolist() == [2.0, 1.0, 3.0]
+    torch.testing.assert_close(scores["energy"], torch.tensor(lse, dtype=torch.float64))
+    entropy = [p0 * math.log(p0) + 2 * (1 - p0) / 2 * math.log((1 - p0) / 2), -math.log(3),
+               q * math.log(q) + (1 - q) * math.log(1 - q)]
+    torch.testing.assert_close(scores["entropy"], torch.tensor(entropy, dtype=torch.float64))
+    # confident in-distribution logits against flat OOD logits: perfect detection by every score
+    g = torch.Generator().manual_seed(0)
+    confident = torch.randn(40, 5, generator=g) + 8 * torch.nn.functional.one_hot(torch.arange(40) % 5, 5)
+    flat = torch.randn(30, 5, generator=g) * 0.1
+    for score, values in detection_report(confident, flat).items():
+        assert values == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr_at_95_tpr": 0.0}, score
+    with pytest.raises(DataError, match="5 and 4 classes"):
+        detection_report(confident, flat[:, :4])
+    with pytest.raises(DataError, match="non-empty"):
+        ood_scores(torch.zeros(0, 3))
+
+
+def test_ood_detection_keeps_the_max_softmax_auroc():
+    net = BrightnessNet()
+    g = torch.Generator().manual_seed(1)
+    inside = torch.randint(0, 256, (25, 1, 12, 12), generator=g, dtype=torch.int64).to(torch.uint8)
+    outside = torch.randint(90, 166, (18, 3, 6, 6), generator=g, dtype=torch.int64).to(torch.uint8)
+    report = ood_detection(net, inside, outside, batch_size=8)
+    assert report["max_softmax"]["auroc"] == ood_auroc(net, inside, outside)
+    in_logits = ood_logits(net, inside)
+    assert ood_detection(net, inside, outside, in_logits=in_logits) == report
+    out_logits = ood_logits(net, match_format(outside, 1, 12))
+    energy_in, energy_out = torch.logsumexp(in_logits.double(), 1), torch.logsumexp(out_logits.double(), 1)
+    assert report["energy"] == pytest.approx(sklearn_detection(energy_in.numpy(), energy_out.numpy()), abs=1e-12)

@@ -105,6 +105,7 @@ def test_bad_requests_write_nothing(trained_run, cache, capsys, tmp_path):
     before = _snapshot(trained_run)
     evaluate = ["evaluate", str(trained_run)]
     _fails(capsys, evaluate + ["--suite", "clean,robustness"], "unknown suite 'robustness'")
+    _fails(capsys, evaluate + ["--reliability_bins", "quantile"], "unknown --reliability_bins 'quantile'")
     _fails(capsys, evaluate + ["--suite", "corruptions", "--subsample", "100000"], "exceeds the 359 test images")
     _fails(capsys, evaluate + ["--suite", "corruptions", "--corruptions", "gaussian_noise,rain"],
            "unknown corruption 'rain'")
@@ -140,7 +141,8 @@ def test_full_suite_keys_values_and_files(trained_run, cache, capsys):
     for name in FILES:
         assert (trained_run / name).stat().st_size > 0
     assert "not normalised" in (trained_run / "robustness.md").read_text()
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "OOD noise (in-distribution = positive):" in printed and "FPR@95TPR" in printed
     # 'data corrupt' with the same subsample and seed fills the very cache 'evaluate' reads
     assert main(["data", "corrupt", "digits", "--subsample", "50", "--corruptions", CORRUPTIONS]) == 0
     assert m["corruption.directory"] in capsys.readouterr().out
@@ -167,6 +169,30 @@ def test_full_suite_keys_values_and_files(trained_run, cache, capsys):
         assert torch.equal(c_labels, labels)
         pred = model(stacked["gaussian_noise"][2].float() / 255).argmax(1)
     assert cells["gaussian_noise"][2]["accuracy"] == pytest.approx((pred == labels).double().mean().item())
+
+    # OOD: every score and metric per set, the max-softmax AUROC also under its original key, and
+    # the energy score's metrics recomputed with scikit-learn on independently computed logits
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from auglabel.robustness.ood import gaussian_noise_like
+    assert m["ood.sets"] == ["noise", argv[-1]]
+    assert m["ood.scores"] == ["max_softmax", "max_logit", "energy", "entropy"]
+    for name in m["ood.sets"]:
+        for score in m["ood.scores"]:
+            for metric in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr"):
+                assert 0 <= m[f"ood.{name}.{score}.{metric}"] <= 1, (name, score, metric)
+        assert m[f"ood.auroc_{name}"] == m[f"ood.{name}.max_softmax.auroc"]
+    run = load_run(trained_run)
+    noise = gaussian_noise_like(run.splits.train_set.images[run.splits.train_idx], 50, 0)
+    with torch.no_grad():
+        energy_in = torch.logsumexp(model(images.float() / 255).double(), 1).numpy()
+        energy_out = torch.logsumexp(model(noise.float() / 255).double(), 1).numpy()
+    truth = [1] * 50 + [0] * 50
+    scores = list(energy_in) + list(energy_out)
+    assert m["ood.noise.energy.auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)
+    assert m["ood.noise.energy.aupr_in"] == pytest.approx(average_precision_score(truth, scores), abs=1e-6)
+    in_sorted = sorted(energy_in, reverse=True)
+    assert m["ood.noise.energy.fpr_at_95_tpr"] == pytest.approx(
+        sum(e >= in_sorted[47] - 1e-9 for e in energy_out) / 50, abs=0.02)  # 48 of 50 = 96% >= 95%
 
 
 def _mnist_available():
@@ -221,3 +247,89 @@ def test_default_evaluate_keeps_headline_behaviour(trained_run, cache, capsys):
     assert m["clean.accuracy"] == pytest.approx(m["accuracy"])
     assert m["temperature.value"] > 0 and (trained_run / "reliability.png").is_file()
     assert "accuracy" in capsys.readouterr().out
+
+
+def _capture_plots(monkeypatch):
+    """Record what ``evaluate`` hands to the reliability and risk-coverage plots (they still draw)."""
+    from auglabel.robustness import suite
+
+    drawn = {}
+
+    def capture(name, real):
+        def wrapper(data, path, *args, **kwargs):
+            drawn[path.name] = data
+            return real(data, path, *args, **kwargs)
+        monkeypatch.setattr(suite, name, wrapper)
+
+    capture("reliability_diagram", suite.reliability_diagram)
+    capture("risk_coverage_plot", suite.risk_coverage_plot)
+    return drawn
+
+
+def _assert_png(path, low=10_000, high=1_000_000):
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and low < path.stat().st_size < high, path
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_evaluate_draws_risk_coverage_and_equal_mass_reliability(trained_run, cache, capsys, monkeypatch):
+    from auglabel.report.plots import risk_coverage_figure
+
+    (trained_run / "risk_coverage.png").unlink(missing_ok=True)
+    drawn = _capture_plots(monkeypatch)
+    assert main(["evaluate", str(trained_run)]) == 0  # default: equal-width bins, as before
+    m = json.loads((trained_run / "metrics.json").read_text())
+    _assert_png(trained_run / "reliability.png")
+    _assert_png(trained_run / "risk_coverage.png")
+    assert drawn["reliability.png"]["scheme"] == "equal_width" and m["reliability.bins"] == "equal_width"
+    assert len(drawn["reliability.png"]["counts"]) == 15
+    (label, curve), = drawn["risk_coverage.png"].items()
+    assert label == "digits test, max softmax"
+    assert curve["count"] == m["clean.count"] == 359 and curve["coverage"][-1] == pytest.approx(1.0)
+    assert curve["aurc"] == pytest.approx(m["clean.aurc"]) and curve["augrc"] == pytest.approx(m["clean.augrc"])
+    assert curve["risk"][-1] == pytest.approx(1 - m["clean.accuracy"])  # full coverage: the error rate
+    figure = risk_coverage_figure(drawn["risk_coverage.png"])
+    left, right = figure.axes[:2]
+    assert f"AURC {100 * m['clean.aurc']:.2f}%" in left.get_legend().get_texts()[0].get_text()
+    assert f"AUGRC {100 * m['clean.augrc']:.2f}%" in right.get_legend().get_texts()[0].get_text()
+    report = (trained_run / "robustness.md").read_text()
+    assert "`risk_coverage.png`" in report and "15 equal-width bins" in report
+
+    # equal-mass bins reach the diagram: 359 = 15 * 23 + 14 -> 14 bins of 24 and one of 23
+    drawn.clear()
+    assert main(["evaluate", str(trained_run), "--reliability_bins", "equal_mass"]) == 0
+    bins = drawn["reliability.png"]
+    assert bins["scheme"] == "equal_mass" and sum(bins["counts"]) == 359 and len(bins["counts"]) == 15
+    assert max(bins["counts"]) - min(bins["counts"]) <= 1
+    widths = [b - a for a, b in zip(bins["edges"], bins["edges"][1:])]
+    assert max(widths) > 3 * min(widths)  # not the equal-width grid
+    assert json.loads((trained_run / "metrics.json").read_text())["reliability.bins"] == "equal_mass"
+    assert "15 equal-mass bins" in (trained_run / "robustness.md").read_text()
+    _assert_png(trained_run / "reliability.png")
+
+
+def test_corrupted_reliability_diagram_takes_equal_mass_bins(trained_run, cache, capsys, monkeypatch):
+    drawn = _capture_plots(monkeypatch)
+    assert main(["evaluate", str(trained_run), "--suite", "corruptions", "--subsample", "50",
+                 "--corruptions", "contrast", "--reliability_bins", "equal_mass"]) == 0
+    bins = drawn["reliability_corrupted.png"]  # 5 severities x 50 images = 250 = 15 * 16 + 10
+    assert bins["scheme"] == "equal_mass" and sorted(set(bins["counts"])) == [16.0, 17.0]
+    assert "reliability.png" not in drawn and "risk_coverage.png" not in drawn  # a subsample: no headline plots
+
+
+def test_calibrate_results_appear_in_robustness_md(trained_run, cache, capsys):
+    assert main(["evaluate", str(trained_run)]) == 0
+    for method in ("vector", "isotonic"):
+        assert main(["calibrate", str(trained_run), "--method", method]) == 0
+    m = json.loads((trained_run / "metrics.json").read_text())
+    report = (trained_run / "robustness.md").read_text()  # rewritten by calibrate
+    header = next(line for line in report.splitlines() if line.startswith("| metric | before"))
+    assert header.endswith("| after vector scaling | after isotonic |"), header
+    ece = next(line for line in report.splitlines() if line.startswith("| ECE (%) |"))
+    cells = [cell.strip() for cell in ece.strip("|").split("|")]
+    assert cells == ["ECE (%)", f"{100 * m['clean.ece']:.2f}", f"{100 * m['temperature.ece']:.2f}",
+                     f"{100 * m['vector_scaling']['after']['ece']:.2f}",
+                     f"{100 * m['isotonic_calibration']['after']['ece']:.2f}"]
+    assert "Lowest ECE: " in report

@@ -17,7 +17,7 @@ from .errors import AuglabelError, ConfigError
 COMMANDS = {
     "train": "train a model from a YAML config (plus --section.key overrides)",
     "evaluate": "evaluate a run: clean test set, corruptions, perturbations, adversarial, OOD",
-    "calibrate": "fit temperature scaling on a run's validation split; metrics before and after",
+    "calibrate": "fit a post-hoc calibrator (temperature, vector, isotonic) on a run's validation split; metrics before and after",
     "demo": "one-hot, AugMix and AugMix + AutoLabel in the test bed: accuracy and calibration, clean and corrupted",
     "compare": "side-by-side table of several runs' metrics (mean ± std over seeds)",
     "data": "dataset tools: 'data corrupt DATASET' writes its -C set (cached)",
@@ -180,12 +180,14 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     parser.add_argument("--ood_dataset", type=Optional[str], default=None,
                         help="OOD dataset for the AUROC (default per dataset, e.g. digits for fashion_mnist; 'none')")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsample, corruptions, attacks, noise")
+    parser.add_argument("--reliability_bins", type=str, default="equal_width",
+                        help="bins of reliability.png / reliability_corrupted.png: equal_width or equal_mass")
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads")
     args = parser.parse_args(list(argv))
     _set_threads(args.threads)
     metrics = evaluate_run(args.run, device=args.device, suites=args.suite, subsample=args.subsample,
                            corruptions=args.corruptions, c_dir=args.c_dir, baseline=args.baseline,
-                           ood_dataset=args.ood_dataset, seed=args.seed)
+                           ood_dataset=args.ood_dataset, seed=args.seed, reliability_bins=args.reliability_bins)
     _print_robustness(metrics, args.run)
     return 0
 
@@ -229,11 +231,26 @@ def cmd_data(argv: Sequence[str]) -> int:
 
 
 def cmd_calibrate(argv: Sequence[str]) -> int:
+    from . import distributed
+    from .calibrate import CALIBRATORS
     from .commands import calibrate_run
 
-    args = _run_parser("calibrate").parse_args(list(argv))
-    result = calibrate_run(args.run, device=args.device)
-    print(f"temperature T = {result['temperature']:.4f} (fitted on the validation split)")
+    parser = _run_parser("calibrate")
+    parser.add_argument("--method", type=str, default="temperature",
+                        help=f"post-hoc calibrator fitted on the validation split: {', '.join(CALIBRATORS.names())}")
+    args = parser.parse_args(list(argv))
+    CALIBRATORS.get(args.method)  # one line for an unknown name, before anything is loaded
+    ctx = distributed.setup(args.device)  # a process group only under torchrun
+    try:
+        result = calibrate_run(args.run, device=args.device, method=args.method)
+    finally:
+        distributed.teardown()
+    if not ctx.is_main:
+        return 0
+    if args.method == "temperature":
+        print(f"temperature T = {result['temperature']:.4f} (fitted on the validation split)")
+    else:
+        print(f"{result['description']} (fitted on the validation split; {result['state_file']})")
     _print_table({"before": result["before"], "after": result["after"]})
     return 0
 
@@ -304,7 +321,22 @@ def _print_robustness(metrics: dict[str, Any], run_dir: str | Path) -> None:
     ood = [f"{k[len('ood.auroc_'):]} {v:.4f}" for k, v in metrics.items() if k.startswith("ood.auroc_")]
     if ood:
         print("OOD AUROC: " + "  ".join(ood))
+    _print_ood_details(metrics)
     print(f"run directory: {run_dir}  (metrics.json, robustness.md, plots)")
+
+
+def _print_ood_details(metrics: dict[str, Any]) -> None:
+    """Per OOD set: every score's AUROC / AUPR-in / AUPR-out / FPR at 95% TPR (``ood.<set>.<score>.<metric>``)."""
+    columns = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"), ("fpr_at_95_tpr", "FPR@95TPR"))
+    for name in metrics.get("ood.sets") or []:
+        scores = [score for score in metrics.get("ood.scores") or [] if f"ood.{name}.{score}.auroc" in metrics]
+        if not scores:
+            continue
+        print(f"OOD {name} (in-distribution = positive):")
+        print(f"  {'score':<12}" + "".join(f"{label:>11}" for _, label in columns))
+        for score in scores:
+            print(f"  {score:<12}" + "".join(f"{metrics.get(f'ood.{name}.{score}.{key}', float('nan')):>11.4f}"
+                                            for key, _ in columns))
 
 
 HANDLERS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "demo": cmd_demo,
@@ -322,9 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return HANDLERS[command](rest)
-    except AuglabelError as exc:
-        print(f"auglabel: error: {exc}", file=sys.stderr)
-        return 2
+    except AuglabelError as exc:  # a stopped (SIGTERM) training exits 143 (errors.PREEMPTED_EXIT_STATUS)
+        code = getattr(exc, "exit_code", 2)
+        print(f"auglabel: {'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("auglabel: interrupted", file=sys.stderr)
         return 130

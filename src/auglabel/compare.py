@@ -26,7 +26,10 @@ from .report.markdown import markdown_table
 MAIN_METRICS = ("accuracy", "ece", "rms_ce", "oe", "brier", "nll", "corruption.acc", "corruption.ece",
                 "corruption.mce", "perturbation.flip_probability")
 TAIL_METRICS = ("ood.auroc_noise",)
-IGNORED_CONFIG_KEYS = (("train", "seed"), ("run_dir",))
+#: seed and run_dir, plus the options that change how a run is checkpointed, not what it computes
+IGNORED_CONFIG_KEYS = (("train", "seed"), ("run_dir",), ("train", "checkpoint_every_steps"),
+                       ("train", "checkpoint_every_minutes"), ("train", "check_every_steps"),
+                       ("train", "collective_timeout_s"))
 
 
 @dataclass

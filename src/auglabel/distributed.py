@@ -3,16 +3,22 @@
 The same command runs as one process (no torchrun) or as ``torchrun --nproc_per_node N``:
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` come from the environment torchrun sets.  gloo is used on
 CPU, nccl on CUDA.  gloo has no AVG reduction, so everything here sums and divides.
+
+A process group is created with a timeout (``train.collective_timeout_s``): when one process dies, the
+others fail their next collective at once (gloo: connection reset) or after the timeout (a hung peer; nccl's
+watchdog), and :func:`lost_peer_error` turns the backend's message into one line.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, DistributedError
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def setup(device_name: str = "auto") -> DistContext:
-    """Initialise the process group when launched by torchrun; otherwise a 1-process context."""
+def setup(device_name: str = "auto", timeout_s: float | None = None) -> DistContext:
+    """Initialise the process group when launched by torchrun (collectives time out after ``timeout_s``
+    seconds; None: PyTorch's default); otherwise a 1-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,13 +62,38 @@ def setup(device_name: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        timeout = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **timeout)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_PEER_SIGNS = ("connection reset", "connection closed", "timed out", "timeout", "broken pipe", "nccl", "gloo",
+               "socket", "peer")
+
+
+def is_communication_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a collective whose peer died, hung or went away."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and is_distributed() and any(sign in text for sign in _PEER_SIGNS)
+
+
+def lost_peer_error(exc: BaseException, rank: int, world_size: int, where: str) -> DistributedError:
+    """One line for a failed collective; the process group is torn down (so the process exits cleanly)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". This is typically")[0].rstrip(". ")
+    try:
+        teardown()
+    except Exception:  # noqa: BLE001 - the group is broken anyway
+        pass
+    return DistributedError(f"process {rank} of {world_size}: another process died or stopped answering {where} "
+                            f"({first}); stopping. Restart the job with --resume to continue from the last checkpoint")
 
 
 def is_distributed() -> bool:
@@ -91,6 +123,15 @@ def broadcast_object(obj, src: int = 0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` without a process group."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def barrier() -> None:

@@ -1,7 +1,6 @@
 """Losses on soft targets."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -79,14 +79,19 @@ class DeviceLoader:
         return len(self.indices[self.rank::self.world_size])
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_step: int) -> Iterator[Batch]:
+        """The epoch's batches from training step ``start_step`` on (0-based): the same batches the full
+        iteration yields there, so a run resumed in the middle of an epoch sees the same data order."""
         order = self._order()
         if self.train:
             local = self.batch_size // self.world_size
-            for step in range(len(self)):
+            for step in range(start_step, len(self)):
                 start = step * self.batch_size + self.rank * local
                 yield self._batch(order[start:start + local])
         else:
-            for start in range(0, len(order), self.batch_size):
+            for start in range(start_step * self.batch_size, len(order), self.batch_size):
                 yield self._batch(order[start:start + self.batch_size])
 
     def _batch(self, rows: Tensor) -> Batch:

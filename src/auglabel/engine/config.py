@@ -73,6 +73,16 @@ class TrainConfig:
         keep_best: also keep the weights of the epoch with the best clean validation accuracy and
             report their test metrics as ``best_val`` in metrics.json (the mixup-calibration
             paper's "best validation epoch").
+        checkpoint_every_steps: also write the checkpoint every this many training steps (0: only at the end of
+            each epoch).  A mid-epoch checkpoint resumes exactly: same data order, RNG streams and component state.
+        checkpoint_every_minutes: also write it when this many minutes have passed since the last one (0: off);
+            the default (10) never fires in runs whose epochs are shorter.
+        check_every_steps: how often the loop reads its on-device non-finite-loss flag (the first bad step is
+            recorded on the device, so the number reported is exact either way) and, under torchrun, agrees on
+            stopping (SIGTERM) and time-based checkpoints; 0: every step on a CPU, where it costs nothing, every
+            50 steps on an accelerator, where each read is a host sync.
+        collective_timeout_s: under torchrun, a collective that waits longer than this for another process
+            fails with a one-line error instead of hanging (process-group timeout, gloo and nccl).
     """
 
     epochs: int = 5
@@ -85,6 +95,10 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     keep_best: bool = True
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 10.0
+    check_every_steps: int = 0
+    collective_timeout_s: float = 600.0
 
 
 @dataclass
@@ -111,6 +125,12 @@ class ExperimentConfig:
         _check(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
         _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1, got {t.threads}")
         _check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+        _check(t.checkpoint_every_steps >= 0,
+               f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
+        _check(t.checkpoint_every_minutes >= 0,
+               f"train.checkpoint_every_minutes must be >= 0, got {t.checkpoint_every_minutes}")
+        _check(t.check_every_steps >= 0, f"train.check_every_steps must be >= 0, got {t.check_every_steps}")
+        _check(t.collective_timeout_s > 0, f"train.collective_timeout_s must be > 0, got {t.collective_timeout_s}")
         _check(d.val_size > 0, f"data.val_size must be > 0, got {d.val_size}")
         for key in ("train_subset", "test_subset"):
             value = getattr(d, key)

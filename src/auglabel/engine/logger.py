@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
+
+from .outputs import write_text_output
 
 
 class EpochLogger:
@@ -12,7 +15,8 @@ class EpochLogger:
 
     Columns are the union of keys seen; when a later epoch brings a new key (a hook's scalar),
     the file is rewritten with the wider header.  On resume, rows after the resumed epoch are
-    dropped so the log matches the restored state.
+    dropped so the log matches the restored state.  Each rewrite is atomic: a full disk leaves the
+    previous file and raises a one-line OutputError.
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True, resume_epoch: int | None = None):
@@ -39,10 +43,11 @@ class EpochLogger:
             return
         self.rows.append(row)
         self._extend_columns(row)
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_output("log", text.getvalue(), self.path)
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):

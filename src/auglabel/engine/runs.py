@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..report import write_json_atomic
 from .build import Splits, build_step, load_splits
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import load_latest_checkpoint
 from .config import ExperimentConfig
 from .trainer import CONFIG_NAME, METRICS_NAME
 
@@ -53,7 +53,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     cfg = read_run_config(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+    state = load_latest_checkpoint(run_dir, map_location=device)
     splits = load_splits(cfg)
     step = build_step(cfg, splits)  # components set up before the restore
     try:

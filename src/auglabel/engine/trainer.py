@@ -3,16 +3,15 @@
 The loop knows nothing about methods: it calls the :class:`TrainingStep` module, the optimiser
 (built from :meth:`TrainingStep.param_groups`: the components' own groups plus the rest), the
 scheduler and the components' ``on_epoch_end`` hooks.  Every epoch ends with an atomic
-checkpoint, so ``--resume`` continues a run exactly where it stopped.
+checkpoint, and ``train.checkpoint_every_steps`` / ``_minutes`` and SIGTERM add mid-epoch ones
+(:mod:`.preemption`, :mod:`.resume`), so ``--resume`` continues a run exactly where it stopped.
 """
 from __future__ import annotations
 
 import copy
 import math
-import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,106 +22,24 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..augment import Augmentation
-from ..data.loader import DeviceLoader
-from ..errors import CheckpointError, ConfigError
-from ..labels import LabelStrategy
+from ..errors import CheckpointError, ConfigError, TrainingStopped
 from ..report import write_json_atomic
 from ..report.plots import reliability_diagram
-from .build import Splits, build_step, check_compatible, load_splits, make_loader
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .build import build_step, check_compatible, load_splits, make_loader
+from .checkpoint import CHECKPOINT_NAME, load_latest_checkpoint, save_checkpoint
 from .config import ExperimentConfig
+from .context import EpochContext
 from .evaluate import ClassAccuracy, evaluate
 from .logger import EpochLogger
+from .outputs import write_output, write_text_output
+from .preemption import StepMonitor, StopRequest, explain_failure
+from .resume import EpochProgress, capture_progress, check_resumable
+from .rundir import CONFIG_NAME, DISTORTION_NAME, METRICS_NAME, prepare_run_dir
+from .schedule import BestEpoch, WarmupCosine
 from .step import TrainingStep
 
-CONFIG_NAME = "config.yaml"
-METRICS_NAME = "metrics.json"
-DISTORTION_NAME = "distortion.json"
-
-
-@dataclass
-class EpochContext:
-    """What an ``on_epoch_end`` hook may use (AutoLabel's validation update, AutoDO's hyper step).
-
-    ``model`` is the unwrapped model (not DDP's wrapper); ``train_loader`` the training split's loader (a
-    hook that needs training batches builds its own iteration order from it: the trainer sets its epoch);
-    ``splits`` the data (indices, labels, distortion record); ``optimizer_steps`` the number of training
-    steps taken so far (continued across a resume).
-    """
-
-    epoch: int
-    model: nn.Module
-    augment: Augmentation
-    labels: LabelStrategy
-    val_loader: DeviceLoader
-    generator: torch.Generator
-    dist: distributed.DistContext
-    run_dir: Path
-    num_epochs: int
-    train_loader: DeviceLoader | None = None
-    splits: Splits | None = None
-    optimizer_steps: int = 0
-
-    @property
-    def is_last_epoch(self) -> bool:
-        return self.epoch >= self.num_epochs
-
-
-class BestEpoch:
-    """The epoch with the highest clean validation accuracy so far and a copy of its weights.
-
-    Every rank sees the same (all-reduced) validation accuracy, so every rank keeps the same copy;
-    it travels in the checkpoint, so a resumed run selects the same epoch as an uninterrupted one.
-    The first epoch reaching the maximum wins a tie.
-    """
-
-    def __init__(self, epoch: int = 0, val_accuracy: float = -1.0, model_state: dict | None = None):
-        self.epoch, self.val_accuracy, self.model_state = epoch, val_accuracy, model_state
-
-    def offer(self, epoch: int, val_accuracy: float, model: nn.Module) -> bool:
-        if val_accuracy <= self.val_accuracy:
-            return False
-        self.epoch, self.val_accuracy = epoch, val_accuracy
-        self.model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return True
-
-    def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "val_accuracy": self.val_accuracy, "model": self.model_state}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "BestEpoch":
-        return cls(int(state["epoch"]), float(state["val_accuracy"]), state.get("model"))
-
-
-class WarmupCosine:
-    """Learning-rate factor per optimiser step: linear warm-up, then cosine decay to 0."""
-
-    def __init__(self, total_steps: int, warmup_steps: int):
-        self.total_steps = max(total_steps, 1)
-        self.warmup_steps = min(warmup_steps, self.total_steps - 1)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an earlier result unless told; a resume needs a checkpoint."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other")
-    if resume:
-        if not (run_dir / CHECKPOINT_NAME).is_file():
-            raise CheckpointError(f"cannot resume: no {CHECKPOINT_NAME} in {run_dir}")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"run directory {run_dir} already exists; pass --resume to continue it "
-                              f"or --overwrite to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+__all__ = ["CONFIG_NAME", "DISTORTION_NAME", "METRICS_NAME", "BestEpoch", "EpochContext", "Trainer", "WarmupCosine",
+           "prepare_run_dir"]
 
 
 def show_progress() -> bool:
@@ -137,7 +54,7 @@ class Trainer:
                  progress: bool | None = None):
         self.cfg = cfg.validate()
         self.run_dir = Path(run_dir)
-        self.ctx = ctx or distributed.setup(cfg.train.device)
+        self.ctx = ctx or distributed.setup(cfg.train.device, cfg.train.collective_timeout_s)
         self.progress = show_progress() if progress is None else progress
         if self.ctx.is_main:
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
@@ -171,14 +88,22 @@ class Trainer:
         self.generator = torch.Generator(device=self.ctx.device)
         self.start_epoch = 1
         self.best = BestEpoch()
+        self._progress: EpochProgress | None = None  # the epoch in progress of a mid-epoch checkpoint
         if resume:
-            self._restore(load_checkpoint(self.run_dir / CHECKPOINT_NAME))
+            state = load_latest_checkpoint(self.run_dir)
+            check_resumable(state, cfg, self.ctx.world_size, str(self.run_dir / CHECKPOINT_NAME))
+            self._restore(state)
         if self.ctx.is_main:
-            (self.run_dir / CONFIG_NAME).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_text_output("config", yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.run_dir / CONFIG_NAME)
             if self.splits.distortion is not None:  # which samples were dropped / relabelled
-                write_json_atomic(self.splits.distortion.to_dict(), self.run_dir / DISTORTION_NAME)
+                record = self.splits.distortion.to_dict()
+                write_output("distortion record", self.run_dir / DISTORTION_NAME,
+                             lambda path: write_json_atomic(record, path))
         self.logger = EpochLogger(self.run_dir, enabled=self.ctx.is_main,
                                   resume_epoch=self.start_epoch - 1 if resume else None)
+        self.stop_request = StopRequest()
+        self.monitor = StepMonitor(cfg.train, self.ctx.device, self.stop_request)
+        self._where, self._images_run = "before training", 0
 
     @property
     def model(self) -> nn.Module:
@@ -190,41 +115,89 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and self.ctx.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.ctx.device)
             self.start_epoch = int(state["epoch"]) + 1
             if "best" in state:
                 self.best = BestEpoch.from_state(state["best"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+            if state.get("progress") is not None:
+                self._progress = EpochProgress.from_state(state["progress"], self.ctx.rank)
+                self.start_epoch = self._progress.epoch
+        except (KeyError, RuntimeError, ValueError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"checkpoint does not match this configuration: {first}") from None
 
-    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "config": self.cfg.to_dict(), "best": self.best.state()}
+    def _checkpoint_state(self, epoch: int, progress: EpochProgress | None = None) -> dict[str, Any]:
+        """``epoch``: the last finished one; ``progress``: the epoch in progress (gathered from every rank)."""
+        device = self.ctx.device
+        state = {"epoch": epoch, "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 "config": self.cfg.to_dict(), "best": self.best.state()}
+        if progress is not None:
+            state["progress"] = {"epoch": progress.epoch, "batches_done": progress.batches_done,
+                                 "world_size": self.ctx.world_size,
+                                 "ranks": distributed.all_gather_object(progress.to_state())}
+        return state
+
+    def _save(self, epoch: int, progress: EpochProgress | None = None) -> None:
+        """Every rank calls this (a mid-epoch state is gathered); the main rank writes."""
+        state = self._checkpoint_state(epoch, progress)
+        if self.ctx.is_main:
+            save_checkpoint(state, self.run_dir / CHECKPOINT_NAME)
+        self.monitor.saved()
+        distributed.barrier()
+
+    def _stopped(self, where: str) -> TrainingStopped:
+        return TrainingStopped(f"stopped by SIGTERM at {where}; checkpoint written to {self.run_dir / CHECKPOINT_NAME}"
+                               f"; continue with: auglabel train --run_dir {self.run_dir} --resume")
 
     def _epoch_seed(self, epoch: int) -> int:
         return (self.cfg.train.seed * 1_000_003 + epoch) * 1_009 + self.ctx.rank
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch (or the rest of the one a mid-epoch checkpoint was in): the monitor checkpoints or stops
+        at step boundaries and raises on a non-finite loss."""
         self.step.train()
         self.train_loader.set_epoch(epoch)
-        self.generator.manual_seed(self._epoch_seed(epoch))
-        loss_sum = torch.zeros((), device=self.ctx.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.ctx.device, dtype=torch.float64)
-        seen = 0
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.cfg.train.epochs}", leave=False,
-                   disable=not (self.progress and self.ctx.is_main), dynamic_ncols=True)
-        for batch in bar:
+        device, num_batches = self.ctx.device, len(self.train_loader)
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.float64)
+        seen = start = 0
+        progress, self._progress = self._progress, None
+        if progress is not None and progress.epoch == epoch:
+            progress.restore_rng(self.generator, device)
+            loss_sum.fill_(progress.loss_sum)
+            correct.fill_(progress.correct)
+            seen, start = progress.seen, progress.batches_done
+        else:
+            self.generator.manual_seed(self._epoch_seed(epoch))
+        bar = tqdm(self.train_loader.iter_from(start), total=num_batches, initial=start, leave=False,
+                   desc=f"epoch {epoch}/{self.cfg.train.epochs}", disable=not (self.progress and self.ctx.is_main),
+                   dynamic_ncols=True)
+        for batch_no, batch in enumerate(bar, start + 1):
+            self._where = f"at epoch {epoch}, step {batch_no} of {num_batches}"
             loss, logits, augmented = self.step_ddp(batch, self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            self.monitor.observe(loss, batch_no)
             n = len(batch)
             loss_sum += loss.detach().double() * n
             first_view = logits[:n].detach()
             correct += (first_view.argmax(1) == augmented.labels[:n]).sum()
             seen += n
+            decision = self.monitor.after_step(epoch=epoch, batch=batch_no, num_batches=num_batches,
+                                               global_step=self.step.steps_done)
+            if decision.checkpoint:
+                snapshot = capture_progress(epoch, batch_no, loss_sum, correct, seen, self.generator, device)
+                self._save(epoch - 1, snapshot)
+            if decision.stop:
+                raise self._stopped(f"epoch {epoch}, step {batch_no} of {num_batches}")
+        self._images_run = (num_batches - start) * (self.train_loader.batch_size // self.ctx.world_size)
+        self.monitor.check_finite(epoch=epoch, batch=num_batches, num_batches=num_batches,
+                                  global_step=self.step.steps_done)
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct,
                                                          torch.tensor(float(seen), device=loss_sum.device, dtype=torch.float64)]))
         loss_total, correct_total, seen_total = totals.tolist()
@@ -238,6 +211,7 @@ class Trainer:
         tic = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
         train_time = time.perf_counter() - tic
+        self._where = f"at the end of epoch {epoch}"
         val_stats, _, _ = evaluate(self.model, self.val_loader)
         row.update({f"val_{key}": value for key, value in val_stats.compute().items()})
         if self.cfg.train.keep_best:
@@ -249,32 +223,46 @@ class Trainer:
         row.update(self.step.augment.on_epoch_end(context))
         row.update(self.step.labels.on_epoch_end(context))
         row["epoch_time_s"] = time.perf_counter() - tic
-        row["train_images_per_s"] = self.train_loader.num_samples() * self.ctx.world_size / train_time
+        row["train_images_per_s"] = self._images_run * self.ctx.world_size / max(train_time, 1e-9)
         self.logger.log(row)
-        if self.ctx.is_main:
-            save_checkpoint(self._checkpoint_state(epoch), self.run_dir / CHECKPOINT_NAME)
-            if not self.progress:
-                print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
-                      f"val ece {row['val_ece']:.4f}  ({row['epoch_time_s']:.1f}s)", flush=True)
-        distributed.barrier()
+        self._save(epoch)
+        if self.ctx.is_main and not self.progress:
+            print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
+                  f"val ece {row['val_ece']:.4f}  ({row['epoch_time_s']:.1f}s)", flush=True)
+        if self.monitor.stop_agreed():  # SIGTERM during validation or the hooks: the checkpoint is written
+            raise self._stopped(f"the end of epoch {epoch}")
         return row
 
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, then evaluate on the test split and write metrics.json."""
+        """Train the remaining epochs, then evaluate on the test split and write metrics.json.
+
+        While training, SIGTERM makes the loop checkpoint at the next step boundary and raise
+        TrainingStopped; a dead or hung torchrun peer is a one-line DistributedError."""
+        try:
+            return self._fit()
+        except (RuntimeError, OSError) as exc:
+            explained = explain_failure(exc, self.ctx, self._where)
+            if explained is exc:
+                raise
+            raise explained from None
+
+    def _fit(self) -> dict[str, Any]:
         start = time.perf_counter()
         images = 0
-        for epoch in range(self.start_epoch, self.cfg.train.epochs + 1):
-            self.run_epoch(epoch)
-            images += self.train_loader.num_samples() * self.ctx.world_size
-        self.logger.close()
-        wall = time.perf_counter() - start
-        metrics = self.final_metrics()
-        metrics["train_wall_time_s"] = wall
-        if images:
-            metrics["train_images_per_s"] = images / wall
-        if self.ctx.is_main:
-            write_json_atomic(metrics, self.run_dir / METRICS_NAME)
-        distributed.barrier()
+        with self.stop_request:  # a SIGTERM in the final evaluation lets it finish: the run is then complete
+            for epoch in range(self.start_epoch, self.cfg.train.epochs + 1):
+                self.run_epoch(epoch)
+                images += self._images_run * self.ctx.world_size
+            self._where = "in the final evaluation"
+            self.logger.close()
+            wall = time.perf_counter() - start
+            metrics = self.final_metrics()
+            metrics["train_wall_time_s"] = wall
+            if images:
+                metrics["train_images_per_s"] = images / wall
+            if self.ctx.is_main:
+                write_output("metrics", self.run_dir / METRICS_NAME, lambda path: write_json_atomic(metrics, path))
+            distributed.barrier()
         return metrics
 
     def _best_epoch_metrics(self) -> dict[str, Any]:
@@ -296,6 +284,10 @@ class Trainer:
         if self.cfg.train.keep_best and self.best.model_state is not None:
             metrics["best_val"] = self._best_epoch_metrics()
         if self.ctx.is_main:
-            reliability_diagram(test_stats.bins(), self.run_dir / "reliability.png",
-                                title=f"{self.cfg.data.name} test ({self.cfg.augment.name} + {self.cfg.labels.name})")
+            title = f"{self.cfg.data.name} test ({self.cfg.augment.name} + {self.cfg.labels.name})"
+            try:
+                reliability_diagram(test_stats.bins(), self.run_dir / "reliability.png", title=title)
+            except OSError as exc:  # a plot is not worth losing the metrics for
+                print(f"note: could not write {self.run_dir / 'reliability.png'}: {exc.strerror or exc}",
+                      file=sys.stderr)
         return metrics

@@ -12,7 +12,13 @@ from typing import Any, Mapping, Sequence
 from .io import write_bytes_atomic
 
 CLEAN_ROWS = (("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms_ce", "RMS cal. error (%)", True),
-              ("oe", "overconfidence error (%)", True), ("brier", "Brier (0..2)", False), ("nll", "NLL", False))
+              ("oe", "overconfidence error (%)", True), ("brier", "Brier (0..2)", False), ("nll", "NLL", False),
+              ("ece_adaptive", "adaptive ECE, equal-mass bins (%)", True),
+              ("ece_classwise", "class-wise ECE (%)", True),
+              ("ece_debiased", "debiased L2 cal. error, Kumar et al. 2019 (%)", True),
+              ("mce", "maximum cal. error (%)", True),
+              ("calibration_gap", "signed gap conf - acc (%, > 0 over-confident)", True),
+              ("aurc", "AURC (%, selective risk)", True), ("augrc", "AUGRC (%, Traub et al. 2024)", True))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align_first_left: bool = True) -> str:
@@ -34,19 +40,99 @@ def number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+#: ``auglabel calibrate --method vector|isotonic`` results in metrics.json: (top-level key, column label).
+CALIBRATOR_COLUMNS = (("vector_scaling", "after vector scaling"), ("isotonic_calibration", "after isotonic"))
+_SHORT = {"before": "no calibration", "after vector scaling": "vector scaling", "after isotonic": "isotonic"}
+#: The OOD metrics of ``ood.<set>.<score>.<metric>``: (metric, column label).
+OOD_COLUMNS = (("auroc", "AUROC (%)"), ("aupr_in", "AUPR-in (%)"), ("aupr_out", "AUPR-out (%)"),
+               ("fpr_at_95_tpr", "FPR@95TPR (%)"))
+
+
+def lookup(metrics: Mapping[str, Any], key: str) -> Any:
+    """``metrics[key]``, or a dotted key walked into nested dicts (``"vector_scaling.after.ece"``); None if absent."""
+    if key in metrics:
+        return metrics[key]
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if isinstance(metrics.get(head), Mapping):
+            return lookup(metrics[head], ".".join(parts[cut:]))
+    return None
+
+
+def _calibrator_results(m: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(key, label, before, after)`` of each post-hoc calibrator result present in the metrics."""
+    found = []
+    for key, label in CALIBRATOR_COLUMNS:
+        after, before = lookup(m, f"{key}.after"), lookup(m, f"{key}.before")
+        if isinstance(after, Mapping):
+            found.append((key, label, before if isinstance(before, Mapping) else {}, after))
+    return found
+
+
+def _metric_rows(columns: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """One row per :data:`CLEAN_ROWS` metric, one cell per column's metrics dict."""
+    rows = []
+    for key, label, is_percent in CLEAN_ROWS:
+        show = percent if is_percent else number
+        rows.append([label] + [show(column.get(key)) for column in columns])
+    return rows
+
+
+def _best_line(names: Sequence[str], columns: Sequence[Mapping[str, Any]]) -> str:
+    """Which column has the lowest ECE and the lowest NLL (the calibrator that helps most)."""
+    parts = []
+    for key, label, show in (("ece", "ECE", lambda v: f"{percent(v)}%"), ("nll", "NLL", number)):
+        values = [(column.get(key), name) for name, column in zip(names, columns)
+                  if isinstance(column.get(key), (int, float))]
+        if values:
+            value, name = min(values, key=lambda item: item[0])
+            name = "temperature scaling" if name.startswith("after temperature") else _SHORT.get(name, name)
+            parts.append(f"lowest {label}: {name} ({show(value)})")
+        else:
+            parts.append(f"lowest {label}: n/a")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
 def _clean_section(m: Mapping[str, Any]) -> list[str]:
     if "clean.accuracy" not in m:
         return []
     count = m.get("clean.count")
-    rows = []
-    for key, label, is_percent in CLEAN_ROWS:
-        show = percent if is_percent else number
-        rows.append([label, show(m.get(f"clean.{key}")), show(m.get(f"temperature.{key}"))])
     t = m.get("temperature.value")
-    return [f"## Clean test images ({count})", "",
-            markdown_table(["metric", "before", f"after temperature scaling (T = {number(t, 3)})"], rows), "",
-            "T is fitted on the run's clean validation split (NLL, Guo et al. 2017); it never changes the "
-            "predicted class, so accuracy is the same before and after.", ""]
+    clean = {key: m.get(f"clean.{key}") for key, _, _ in CLEAN_ROWS}
+    scaled = {key: m.get(f"temperature.{key}") for key, _, _ in CLEAN_ROWS}
+    names, columns = ["before", f"after temperature scaling (T = {number(t, 3)})"], [clean, scaled]
+    # calibrate's results are on the whole test split: columns here when that is also these images
+    calibrators = _calibrator_results(m)
+    same = [c for c in calibrators if count is not None and c[3].get("count") == count]
+    separate = [c for c in calibrators if c not in same]
+    for _, label, _, after in same:
+        names.append(label)
+        columns.append(after)
+    lines = [f"## Clean test images ({count})", "", markdown_table(["metric"] + names, _metric_rows(columns)), ""]
+    if same:
+        lines += [_best_line(names, columns), ""]
+    lines += ["T is fitted on the run's clean validation split (NLL, Guo et al. 2017); it never changes the "
+              "predicted class, so accuracy is the same before and after.", "",
+              "Binned metrics use 15 bins (equal-width unless named equal-mass); the debiased calibration error "
+              "estimates the L2 (root-mean-square) binned error without the plug-in estimator's small-sample bias; "
+              "AURC / AUGRC rank the predictions by max-softmax (lower is better).", ""]
+    for _, label, before, after in separate:
+        names = ["before", label]
+        lines += [f"Post-hoc calibration by `auglabel calibrate` ({after.get('count', '?')} test images, not the "
+                  f"{count} above):", "", markdown_table(["metric"] + names, _metric_rows([before, after])), "",
+                  _best_line(names, [before, after]), ""]
+    if calibrators:
+        lines += ["Vector scaling and isotonic regression are fitted on the clean validation split by "
+                  "`auglabel calibrate RUN --method vector|isotonic`; unlike T they can change the predicted "
+                  "class, hence the accuracy.", ""]
+    if "reliability.bins" in m:
+        scheme = str(m["reliability.bins"]).replace("_", "-")
+        lines += [f"Plots of the whole test split: `reliability.png` (reliability diagram, 15 {scheme} bins, "
+                  "per-bin counts under it) and `risk_coverage.png` (selective risk and generalized risk against "
+                  "coverage, AURC / AUGRC in the legend).", ""]
+    return lines
 
 
 def _corruption_section(m: Mapping[str, Any]) -> list[str]:
@@ -108,13 +194,32 @@ def _adversarial_section(m: Mapping[str, Any]) -> list[str]:
 
 
 def _ood_section(m: Mapping[str, Any]) -> list[str]:
-    keys = sorted(k for k in m if k.startswith("ood.auroc_"))
-    if not keys:
+    sets = [name for name in m.get("ood.sets") or []
+            if any(f"ood.{name}.{score}.auroc" in m for score in m.get("ood.scores") or [])]
+    legacy = sorted(k for k in m if k.startswith("ood.auroc_") and k[len("ood.auroc_"):] not in sets)
+    if not sets and not legacy:
         return []
-    rows = [[k[len("ood.auroc_"):], percent(m[k])] for k in keys]
-    return ["## Out-of-distribution detection", "", markdown_table(["OOD set", "AUROC (%)"], rows), "",
-            f"Max-softmax score of {m.get('ood.count', '?')} test images against as many OOD images; `noise` = "
-            "Gaussian noise with the training set's per-channel mean and variance.", ""]
+    lines = ["## Out-of-distribution detection", ""]
+    for name in sets:
+        rows = [[score] + [percent(m.get(f"ood.{name}.{score}.{metric}")) for metric, _ in OOD_COLUMNS]
+                for score in m.get("ood.scores") or [] if f"ood.{name}.{score}.auroc" in m]
+        headers = ["score"] + [label for _, label in OOD_COLUMNS]
+        lines += [f"### OOD set `{name}`", "", markdown_table(headers, rows), ""]
+    if sets:
+        lines += [f"{m.get('ood.count', '?')} in-distribution test images (the positives) against as many OOD "
+                  "images; every score is higher for more in-distribution inputs (energy = logsumexp of the logits, "
+                  "entropy negated). AUPR-out takes the OOD images as positives; FPR@95TPR is the share of OOD "
+                  "images accepted at the threshold that keeps 95% of the test images. Higher AUROC / AUPR and "
+                  "lower FPR@95TPR are better. `noise` = Gaussian noise with the training set's per-channel mean "
+                  "and variance.", ""]
+    if legacy:
+        rows = [[k[len("ood.auroc_"):], percent(m[k])] for k in legacy]
+        if sets:
+            lines += ["Sets of an earlier evaluation (max-softmax AUROC only):", ""]
+        lines += [markdown_table(["OOD set", "AUROC (%)"], rows), "",
+                  f"Max-softmax score of {m.get('ood.count', '?')} test images against as many OOD images; `noise` = "
+                  "Gaussian noise with the training set's per-channel mean and variance.", ""]
+    return lines
 
 
 def robustness_report(metrics: Mapping[str, Any], title: str = "") -> str:
@@ -141,4 +246,4 @@ def write_robustness_report(metrics: Mapping[str, Any], path: str | os.PathLike,
     return write_bytes_atomic(robustness_report(metrics, title).encode("utf-8"), path)
 
 
-__all__ = ["markdown_table", "percent", "number", "robustness_report", "write_robustness_report"]
+__all__ = ["markdown_table", "percent", "number", "lookup", "robustness_report", "write_robustness_report"]

@@ -30,11 +30,13 @@ BINS = 20
 
 
 def test_logits(run_dir: Path, device: str = "cpu") -> tuple[Tensor, Tensor]:
-    """The run's model on its whole test split: ``(logits, labels)``."""
+    """The run's model on its whole test split: ``(logits, labels)``; ``device`` as ``--device`` (``auto``...)."""
     from ..data.loader import DeviceLoader
+    from ..distributed import resolve_device
     from ..engine.evaluate import evaluate
     from ..engine.runs import load_run
 
+    device = resolve_device(device)
     run = load_run(run_dir, device)
     test = run.splits.test_set
     loader = DeviceLoader(test.images, test.labels, run.splits.test_idx, test.num_classes,

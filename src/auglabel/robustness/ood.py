@@ -1,15 +1,29 @@
-"""Out-of-distribution detection by maximum softmax probability (METHODS.md sec. 1).
+"""Out-of-distribution detection from a classifier's logits (METHODS.md sec. 1 and 9).
 
-The detector of Hendrycks & Gimpel (2017), as used in the mixup-calibration paper (sec. 7,
-Table 1): score every image by ``c = max_k softmax(z)_k``; in-distribution test images are the
-positive class, the OOD set (another dataset, or Gaussian noise with the training set's
+The baseline detector of Hendrycks & Gimpel (2017), as used in the mixup-calibration paper
+(sec. 7, Table 1): score every image by ``c = max_k softmax(z)_k``; in-distribution test images
+are the positive class, the OOD set (another dataset, or Gaussian noise with the training set's
 per-channel mean and variance) the negative class; report the area under the ROC curve.
+
+Beside it (:data:`OOD_SCORES`, every one oriented so that **higher = more in-distribution**):
+``max_logit`` ``max_k z_k`` (Hendrycks et al. 2022), ``energy`` the negative free energy
+``-E(x) = T logsumexp(z / T)`` with ``T = 1`` (Liu et al. 2020), ``entropy`` the negative
+predictive entropy ``sum_k p_k log p_k``.  Max-softmax is computed in float32 exactly as before
+(it saturates at 1 for logit margins beyond ~17; such ties count half); the others in float64.
+
+Metrics (:func:`detection_metrics`), in-distribution = positive throughout: AUROC (exact
+Mann-Whitney, ties half), AUPR-in (average precision with the in-distribution set positive),
+AUPR-out (OOD positive, scores negated), and FPR at 95% TPR: the fraction of OOD images accepted
+by the highest threshold that accepts at least 95% of the in-distribution images (every image
+tied at the threshold is accepted, none is split at random; no interpolation).
 
 AUROC is not a sum over samples, so under DDP gather the scores (or run on one process).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -27,9 +41,9 @@ def _scores_1d(scores: Tensor | Sequence[float] | np.ndarray, what: str) -> np.n
         scores = scores.detach().cpu().double().numpy()
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 1 or values.size == 0:
-        raise DataError(f"AUROC: {what} scores must be a non-empty 1-D array, got shape {values.shape}")
+        raise DataError(f"OOD: {what} scores must be a non-empty 1-D array, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise DataError(f"AUROC: {what} scores contain NaN or infinity")
+        raise DataError(f"OOD: {what} scores contain NaN or infinity")
     return values
 
 
@@ -48,6 +62,88 @@ def auroc(in_scores: Tensor | Sequence[float], out_scores: Tensor | Sequence[flo
     return twice_u / (2 * inside.size * outside.size)
 
 
+def _positive_first(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives (int64) at every distinct threshold ``t``, highest first: the
+    counts of scores ``>= t`` (the whole tie group at ``t`` is accepted together)."""
+    thresholds = np.unique(np.concatenate([positive, negative]))[::-1]
+    pos, neg = np.sort(positive), np.sort(negative)
+    tp = pos.size - np.searchsorted(pos, thresholds, side="left")
+    fp = neg.size - np.searchsorted(neg, thresholds, side="left")
+    return tp.astype(np.int64), fp.astype(np.int64)
+
+
+def average_precision(positive_scores: Tensor | Sequence[float], negative_scores: Tensor | Sequence[float]) -> float:
+    """Area under the precision-recall curve of the ``positive_scores`` set, as average precision
+    ``sum_t (R_t - R_{t-1}) P_t`` over the distinct thresholds (step-wise, no interpolation;
+    scikit-learn's ``average_precision_score``); higher score = more "positive"."""
+    positive, negative = _scores_1d(positive_scores, "positive"), _scores_1d(negative_scores, "negative")
+    tp, fp = _positive_first(positive, negative)
+    recall_steps = np.diff(np.concatenate([[0], tp])) / positive.size
+    return float(np.sum(recall_steps * (tp / (tp + fp))))
+
+
+def fpr_at_tpr(in_scores: Tensor | Sequence[float], out_scores: Tensor | Sequence[float], tpr: float = 0.95) -> float:
+    """FPR at ``tpr`` TPR, in-distribution = positive, higher score = more "in".
+
+    The threshold is the highest one accepting at least ``ceil(tpr * n_in)`` in-distribution
+    images, i.e. the ``ceil(tpr * n_in)``-th largest in-distribution score; the result is the
+    fraction of OOD scores ``>=`` it (OOD images tied with the threshold are accepted).
+    ``tpr`` is read as the decimal it prints as (0.95 = 19/20 exactly).
+    """
+    if isinstance(tpr, bool) or not isinstance(tpr, (int, float)) or not 0 < tpr <= 1:
+        raise ConfigError(f"OOD: tpr must be in (0, 1], got {tpr!r}")
+    inside, outside = _scores_1d(in_scores, "in-distribution"), _scores_1d(out_scores, "OOD")
+    need = math.ceil(Fraction(repr(float(tpr))) * inside.size)
+    threshold = np.sort(inside)[::-1][need - 1]
+    return int(np.count_nonzero(outside >= threshold)) / outside.size
+
+
+def detection_metrics(in_scores: Tensor | Sequence[float], out_scores: Tensor | Sequence[float]) -> dict[str, float]:
+    """``auroc``, ``aupr_in``, ``aupr_out`` and ``fpr_at_95_tpr`` of one score (higher = more "in")."""
+    inside, outside = _scores_1d(in_scores, "in-distribution"), _scores_1d(out_scores, "OOD")
+    return {"auroc": auroc(inside, outside), "aupr_in": average_precision(inside, outside),
+            "aupr_out": average_precision(-outside, -inside), "fpr_at_95_tpr": fpr_at_tpr(inside, outside, 0.95)}
+
+
+def _max_softmax(logits: Tensor) -> Tensor:
+    return logits.float().softmax(dim=1).amax(dim=1)  # float32, as max_softmax_scores always did
+
+
+def _max_logit(logits: Tensor) -> Tensor:
+    return logits.double().amax(dim=1)
+
+
+def _energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    return temperature * torch.logsumexp(logits.double() / temperature, dim=1)
+
+
+def _negative_entropy(logits: Tensor) -> Tensor:
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    p = log_p.exp()
+    return torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)  # 0 log 0 = 0 (a -inf logit)
+
+
+#: name -> function of logits (N, K) giving (N,) scores, higher = more in-distribution.
+OOD_SCORES = {"max_softmax": _max_softmax, "max_logit": _max_logit, "energy": _energy, "entropy": _negative_entropy}
+
+
+def ood_scores(logits: Tensor) -> dict[str, Tensor]:
+    """Every score of :data:`OOD_SCORES` for ``logits`` (N, K)."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise DataError(f"OOD: logits must be a non-empty (N, K) tensor, got {got}")
+    return {name: score(logits.detach().cpu()) for name, score in OOD_SCORES.items()}
+
+
+def detection_report(in_logits: Tensor, out_logits: Tensor) -> dict[str, dict[str, float]]:
+    """``{score: {auroc, aupr_in, aupr_out, fpr_at_95_tpr}}`` for every score of :data:`OOD_SCORES`."""
+    inside, outside = ood_scores(in_logits), ood_scores(out_logits)
+    if in_logits.shape[1] != out_logits.shape[1]:
+        raise DataError(f"OOD: in-distribution and OOD logits have {in_logits.shape[1]} and "
+                        f"{out_logits.shape[1]} classes")
+    return {name: detection_metrics(inside[name], outside[name]) for name in OOD_SCORES}
+
+
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"OOD: batch_size must be an integer >= 1, got {batch_size!r}")
@@ -55,9 +151,9 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 @torch.no_grad()
-def max_softmax_scores(model: nn.Module, images: Tensor, batch_size: int = 512,
-                       device: torch.device | str | None = None, progress: bool | None = None) -> Tensor:
-    """``max_k softmax(model(x))_k`` per image, (N,) float32 on CPU.
+def ood_logits(model: nn.Module, images: Tensor, batch_size: int = 512, device: torch.device | str | None = None,
+               progress: bool | None = None) -> Tensor:
+    """``model(x)`` per image, (N, K) float32 on CPU.
 
     ``images`` are uint8 (divided by 255) or float in [0, 1], moved to ``device`` (default: the
     model's) batch by batch.  The model runs in eval mode; every submodule's mode is restored.
@@ -69,12 +165,18 @@ def max_softmax_scores(model: nn.Module, images: Tensor, batch_size: int = 512,
     device = torch.device(device) if device is not None else model_device(model)
     net = unwrap_model(model)
     show = show_progress() if progress is None else progress
-    scores = []
+    logits = []
     with EvalMode(net):
-        for start in tqdm(range(0, len(images), batch_size), desc="max-softmax", leave=False, disable=not show):
+        for start in tqdm(range(0, len(images), batch_size), desc="OOD logits", leave=False, disable=not show):
             x = as_unit_images(images[start:start + batch_size].to(device))
-            scores.append(net(x).float().softmax(dim=1).amax(dim=1).cpu())
-    return torch.cat(scores)
+            logits.append(net(x).float().cpu())
+    return torch.cat(logits)
+
+
+def max_softmax_scores(model: nn.Module, images: Tensor, batch_size: int = 512,
+                       device: torch.device | str | None = None, progress: bool | None = None) -> Tensor:
+    """``max_k softmax(model(x))_k`` per image, (N,) float32 on CPU (see :func:`ood_logits`)."""
+    return _max_softmax(ood_logits(model, images, batch_size, device, progress))
 
 
 def _channel_moments(images: Tensor, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
@@ -169,6 +271,14 @@ def ood_auroc(model: nn.Module, in_images: Tensor, out_images: Tensor, *, batch_
     ``out_images`` are first adapted to the in-distribution channels and size by
     :func:`match_format`; both sets are uint8 or float in [0, 1] and must be non-empty.
     """
+    out_images = adapt_ood_images(in_images, out_images)
+    score = dict(batch_size=batch_size, device=device, progress=progress)
+    return auroc(max_softmax_scores(model, in_images, **score), max_softmax_scores(model, out_images, **score))
+
+
+def adapt_ood_images(in_images: Tensor, out_images: Tensor) -> Tensor:
+    """``out_images`` in the in-distribution channels and size (:func:`match_format`); both sets
+    must be non-empty (N, C, H, W) tensors."""
     for what, images in (("in-distribution", in_images), ("OOD", out_images)):
         if not isinstance(images, Tensor) or images.dim() != 4 or len(images) == 0:
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -177,8 +287,21 @@ def ood_auroc(model: nn.Module, in_images: Tensor, out_images: Tensor, *, batch_
     if out_images.shape[1:] != in_images.shape[1:]:
         raise DataError(f"OOD: image shapes differ after adaptation: {tuple(in_images.shape[1:])} "
                         f"vs {tuple(out_images.shape[1:])}")
+    return out_images
+
+
+def ood_detection(model: nn.Module, in_images: Tensor, out_images: Tensor, *, batch_size: int = 512,
+                  device: torch.device | str | None = None, progress: bool | None = None,
+                  in_logits: Tensor | None = None) -> dict[str, dict[str, float]]:
+    """:func:`detection_report` of ``in_images`` (positive) against ``out_images`` (adapted by
+    :func:`match_format`); ``in_logits`` reuses the in-distribution logits of an earlier call."""
+    out_images = adapt_ood_images(in_images, out_images)
     score = dict(batch_size=batch_size, device=device, progress=progress)
-    return auroc(max_softmax_scores(model, in_images, **score), max_softmax_scores(model, out_images, **score))
+    if in_logits is None:
+        in_logits = ood_logits(model, in_images, **score)
+    return detection_report(in_logits, ood_logits(model, out_images, **score))
 
 
-__all__ = ["auroc", "max_softmax_scores", "gaussian_noise_like", "match_format", "ood_auroc"]
+__all__ = ["OOD_SCORES", "adapt_ood_images", "auroc", "average_precision", "detection_metrics", "detection_report",
+           "fpr_at_tpr", "gaussian_noise_like", "match_format", "max_softmax_scores", "ood_auroc", "ood_detection",
+           "ood_logits", "ood_scores"]

@@ -2,12 +2,16 @@
 
 Suites: ``clean`` (accuracy, ECE, RMS, OE, Brier, NLL), ``corruptions`` (-C: cAcc, cECE, mCE per
 type and severity), ``perturbations`` (-P flip probability), ``adversarial`` (PGD accuracy per
-eps), ``ood`` (max-softmax AUROC against Gaussian noise and another dataset).  Temperature
+eps), ``ood`` (max-softmax, max-logit, energy and entropy scores: AUROC, AUPR-in, AUPR-out, FPR at
+95% TPR against Gaussian noise and another dataset).  Temperature
 scaling is fitted on the run's clean validation split and the clean and corruption calibration
 metrics are reported after scaling too.  Everything that can be wrong with the request (names,
 subsample size, -C directory, baseline run, OOD dataset) is checked before anything is computed
 or written.  Results are merged into ``metrics.json``; ``robustness.md`` and the plots are redrawn
-from the merged metrics.
+from the merged metrics.  The clean suite on the whole test split also draws ``reliability.png``
+(equal-width or, with ``reliability_bins="equal_mass"``, equal-mass bins; so is
+``reliability_corrupted.png``) and ``risk_coverage.png`` (selective risk against coverage, AURC and
+AUGRC in the legend).
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ from ..engine.runs import LoadedRun, load_run
 from ..errors import ConfigError, DataError
 from ..metrics import CalibrationStats
 from ..report.markdown import write_robustness_report
-from ..report.plots import reliability_diagram
+from ..report.plots import reliability_diagram, risk_coverage_plot
 from ..report.robustness_plots import plot_corruption_severity, plot_corruption_types
 from .adversarial import PAPER_EPS, CLEAN_KEY, adversarial_accuracy, show_progress
 from .corruption_data import (FORMAT_VERSION, CorruptedSet, check_corruption_names, corrupted_cache_dir,
                               generate_corrupted_set, images_digest)
-from .ood import gaussian_noise_like, ood_auroc
+from .ood import OOD_SCORES, gaussian_noise_like, ood_detection, ood_logits
 from .perturbations import mean_flip_probability, perturbation_flip_rates
 
 SUITES = ("clean", "corruptions", "perturbations", "adversarial", "ood")
@@ -41,6 +45,8 @@ SUITES = ("clean", "corruptions", "perturbations", "adversarial", "ood")
 DEFAULT_OOD_DATASETS = {"fashion_mnist": "digits", "mnist": "fashion_mnist", "digits": "fashion_mnist",
                         "cifar10": "svhn", "cifar100": "svhn", "svhn": "cifar10"}
 CELL_KEYS = ("accuracy", "ece", "rms_ce", "oe", "brier", "nll")
+#: ``--reliability_bins``: the bins of the reliability diagrams ``evaluate`` draws.
+RELIABILITY_BINS = ("equal_width", "equal_mass")
 
 
 def parse_list(value: str | Sequence[str] | None) -> list[str] | None:
@@ -49,6 +55,13 @@ def parse_list(value: str | Sequence[str] | None) -> list[str] | None:
         return None
     items = value.split(",") if isinstance(value, str) else list(value)
     return [item.strip() for item in items if item.strip()]
+
+
+def check_reliability_bins(value: Any) -> bool:
+    """``--reliability_bins`` -> whether the diagrams use equal-mass bins; a one-line error otherwise."""
+    if value not in RELIABILITY_BINS:
+        raise ConfigError(f"unknown --reliability_bins {value!r}; choose from: {', '.join(RELIABILITY_BINS)}")
+    return value == "equal_mass"
 
 
 def parse_suites(value: str | Sequence[str] | None) -> list[str]:
@@ -72,6 +85,7 @@ class SuiteRequest:
     seed: int = 0
     eps: Sequence[float] = PAPER_EPS
     progress: bool | None = None
+    reliability_bins: str = "equal_width"  # or "equal_mass": the bins of reliability*.png
     notes: list[str] = field(default_factory=list)
 
 
@@ -231,6 +245,7 @@ def evaluate_suite(run_dir: str | Path, request: SuiteRequest | None = None,
     """Run the requested suites on a run directory; returns the merged metrics.json content."""
     request = request or SuiteRequest()
     parse_suites(request.suites)  # a bad name fails before the run is loaded
+    equal_mass = check_reliability_bins(request.reliability_bins)
     check_corruption_names(parse_list(request.corruptions))
     device = torch.device(device)
     run = load_run(run_dir, device)
@@ -254,10 +269,14 @@ def evaluate_suite(run_dir: str | Path, request: SuiteRequest | None = None,
         if request.subsample is None and "clean" in plan.suites:  # the full test split: refresh the headline keys
             updates.update({"dataset": run.cfg.data.name, "split": "test", **clean.compute(),
                             "brier_scale": "0..2", "evaluated_epoch": run.epoch})
-            reliability_diagram(clean.bins(), run.run_dir / "reliability.png", title=f"{run.cfg.data.name} test")
+            updates["reliability.bins"] = request.reliability_bins
+            reliability_diagram(clean.bins(equal_mass=equal_mass), run.run_dir / "reliability.png",
+                                title=f"{run.cfg.data.name} test")
+            risk_coverage_plot({f"{run.cfg.data.name} test, max softmax": clean.risk_coverage()},
+                               run.run_dir / "risk_coverage.png", title=f"{run.cfg.data.name} test: risk-coverage")
         seconds["clean"] = time.perf_counter() - start
     if "corruptions" in plan.suites:
-        updates.update(_evaluate_corruptions(plan, model, batch, device, temperature, show, seconds))
+        updates.update(_evaluate_corruptions(plan, model, batch, device, temperature, show, seconds, equal_mass))
     if "perturbations" in plan.suites:
         start = time.perf_counter()
         rates = perturbation_flip_rates(model, plan.images, seed=request.seed, batch_size=batch, device=device)
@@ -273,13 +292,7 @@ def evaluate_suite(run_dir: str | Path, request: SuiteRequest | None = None,
         seconds["adversarial"] = time.perf_counter() - start
     if "ood" in plan.suites:
         start = time.perf_counter()
-        splits = run.splits
-        noise = gaussian_noise_like(splits.train_set.images[splits.train_idx], len(plan.images), request.seed)
-        updates["ood.count"] = len(plan.images)
-        updates["ood.auroc_noise"] = ood_auroc(model, plan.images, noise, batch_size=batch, device=device)
-        if plan.ood_name is not None:
-            updates[f"ood.auroc_{plan.ood_name}"] = ood_auroc(model, plan.images, plan.ood_images,
-                                                               batch_size=batch, device=device)
+        updates.update(_evaluate_ood(plan, model, batch, device))
         seconds["ood"] = time.perf_counter() - start
     updates["robustness.seconds"] = seconds
     updates["robustness.notes"] = list(request.notes)
@@ -289,8 +302,39 @@ def evaluate_suite(run_dir: str | Path, request: SuiteRequest | None = None,
     return metrics
 
 
+#: What ``ood.settings`` says about the ``ood.<set>.<score>.<metric>`` keys.
+OOD_CONVENTION = ("in-distribution test images = positives; every score higher = more in-distribution "
+                  "(max_softmax, max_logit, energy = logsumexp(z) with T = 1, entropy = -H(p)); aupr_out "
+                  "takes the OOD set as positives; fpr_at_95_tpr = fraction of OOD images accepted at the highest "
+                  "threshold accepting >= 95% of the in-distribution images (ties accepted together)")
+
+
+def _evaluate_ood(plan: _Plan, model: nn.Module, batch: int, device: torch.device) -> dict[str, Any]:
+    """Every OOD score and metric against Gaussian noise and the OOD dataset.
+
+    ``ood.<set>.<score>.<metric>`` for set ``noise`` / the dataset's name, score in
+    :data:`~auglabel.robustness.ood.OOD_SCORES`, metric in auroc, aupr_in, aupr_out, fpr_at_95_tpr;
+    ``ood.auroc_<set>`` keeps the max-softmax AUROC under its original key.
+    """
+    splits = plan.run.splits
+    noise = gaussian_noise_like(splits.train_set.images[splits.train_idx], len(plan.images), plan.request.seed)
+    sets = {"noise": noise}
+    if plan.ood_name is not None:
+        sets[plan.ood_name] = plan.ood_images
+    in_logits = ood_logits(model, plan.images, batch_size=batch, device=device)
+    updates: dict[str, Any] = {"ood.count": len(plan.images), "ood.scores": list(OOD_SCORES),
+                               "ood.sets": list(sets), "ood.settings": OOD_CONVENTION}
+    for name, images in sets.items():
+        report = ood_detection(model, plan.images, images, batch_size=batch, device=device, in_logits=in_logits)
+        updates[f"ood.auroc_{name}"] = report["max_softmax"]["auroc"]
+        for score, values in report.items():
+            updates.update({f"ood.{name}.{score}.{metric}": value for metric, value in values.items()})
+    return updates
+
+
 def _evaluate_corruptions(plan: _Plan, model: nn.Module, batch: int, device: torch.device,
-                          temperature: float, show: bool, seconds: dict[str, float]) -> dict[str, Any]:
+                          temperature: float, show: bool, seconds: dict[str, float],
+                          equal_mass: bool = False) -> dict[str, Any]:
     request = plan.request
     if plan.corrupted is None:
         start = time.perf_counter()
@@ -321,7 +365,7 @@ def _evaluate_corruptions(plan: _Plan, model: nn.Module, batch: int, device: tor
     updates = _prefixed("corruption", summary)
     updates.update({"corruption.mce_baseline": request.baseline, "corruption.count": len(plan.labels), "corruption.set_id": plan.set_id,
                     "corruption.directory": source, "corruption.names": plan.corruption_names,
-                    "corruption.pooled": pooled.compute(), "corruption.pooled_bins": pooled.bins(),
+                    "corruption.pooled": pooled.compute(), "corruption.pooled_bins": pooled.bins(equal_mass=equal_mass),
                     "temperature.corruption.acc": after["acc"], "temperature.corruption.ece": after["ece"],
                     "temperature.corruption.rms_ce": after["rms_ce"],
                     "temperature.corruption.per_severity": after["per_severity"],
@@ -349,5 +393,6 @@ def _draw(run_dir: Path, metrics: Mapping[str, Any]) -> None:
                         title="all corrupted test images")
 
 
-__all__ = ["SUITES", "SuiteRequest", "evaluate_suite", "corruption_summary", "mean_corruption_error",
+__all__ = ["SUITES", "RELIABILITY_BINS", "SuiteRequest", "check_reliability_bins", "evaluate_suite",
+           "corruption_summary", "mean_corruption_error",
            "parse_suites", "parse_list", "predict_logits", "DEFAULT_OOD_DATASETS"]
