@@ -307,8 +307,8 @@ def test_calibrate_bad_input_is_one_line(trained_run, tmp_path, capsys, monkeypa
 
     real = build.load_splits
 
-    def no_validation(cfg):
-        splits = real(cfg)
+    def no_validation(cfg, *objects):
+        splits = real(cfg, *objects)
         splits.val_idx = splits.val_idx[:0]
         return splits
 

@@ -1,9 +1,10 @@
-"""Build an experiment's pieces (data splits, loaders, model, augmentation, labels) from its config.
+"""Build an experiment's pieces (data splits, loaders, model, augmentation, label strategy) from its config.
 
 Shared by ``train``, ``evaluate`` and ``calibrate`` so all three see the very same splits and the
 same training step (:func:`build_step`: the components are ``setup`` with the model and data before
 any optimiser or checkpoint sees them).  Everything that can be wrong with a configuration fails
-here, before training starts.
+here, before training starts.  Components and datasets handed in as Python objects
+(:class:`~.objects.HandedIn`) take the same path: only their construction is skipped.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..batch import Batch
 from ..models import build_model
 from ..models.custom import accepts_return_features
 from .config import ExperimentConfig
+from .objects import NO_OBJECTS, HandedIn, as_classifier
 from .step import ComponentSpec, TrainingStep
 
 
@@ -48,10 +50,14 @@ class Splits:
         return self.train_set.num_classes
 
 
-def load_splits(cfg: ExperimentConfig) -> Splits:
+def load_splits(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> Splits:
+    """The splits of ``cfg.data`` (or of the handed-in ``train_data`` / ``test_data``)."""
     d, seed = cfg.data, cfg.train.seed
-    train_set = load_dataset(d.name, "train", root=d.root)
-    test_set = load_dataset(d.name, "test", root=d.root)
+    if objects.pick("data", cfg) is not None:
+        train_set, test_set = objects.train_data, objects.test_data
+    else:
+        train_set = load_dataset(d.name, "train", root=d.root)
+        test_set = load_dataset(d.name, "test", root=d.root)
     pool = torch.arange(len(train_set))
     if d.train_subset is not None:
         if d.train_subset > len(train_set):
@@ -82,18 +88,32 @@ def make_loader(dataset: ImageDataset, indices: Tensor, cfg: ExperimentConfig, c
                         rank=ctx.rank, world_size=ctx.world_size if train or ctx.enabled else 1)
 
 
-def make_model(cfg: ExperimentConfig, splits: Splits) -> nn.Module:
+def make_loaders(splits: Splits, cfg: ExperimentConfig, ctx: DistContext) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
+    """The training, validation and test loaders."""
+    return (make_loader(splits.train_set, splits.train_idx, cfg, ctx, train=True),
+            make_loader(splits.train_set, splits.val_idx, cfg, ctx, train=False),
+            make_loader(splits.test_set, splits.test_idx, cfg, ctx, train=False))
+
+
+def make_model(cfg: ExperimentConfig, splits: Splits, objects: HandedIn = NO_OBJECTS) -> nn.Module:
     train_set = splits.train_set
     mean, std = train_set.subset(splits.train_idx).mean_std()
-    return build_model(cfg.model.name, in_channels=train_set.images.shape[1],
-                       num_classes=train_set.num_classes, mean=mean, std=std, **cfg.model.params)
+    shape = {"in_channels": train_set.images.shape[1], "num_classes": train_set.num_classes, "mean": mean, "std": std}
+    given = objects.pick("model", cfg)
+    if given is not None:
+        return as_classifier(given, **shape)
+    return build_model(cfg.model.name, **shape, **cfg.model.params)
 
 
-def make_methods(cfg: ExperimentConfig) -> tuple[Augmentation, LabelStrategy]:
-    augment = AUGMENTATIONS.build(cfg.augment.name, **cfg.augment.params)
-    labels = LABEL_STRATEGIES.build(cfg.labels.name, **cfg.labels.params)
-    labels.bind(augment)
-    return augment, labels
+def make_methods(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> tuple[Augmentation, LabelStrategy]:
+    augment = objects.pick("augment", cfg)
+    if augment is None:
+        augment = AUGMENTATIONS.build(cfg.augment.name, **cfg.augment.params)
+    label_strategy = objects.pick("labels", cfg)
+    if label_strategy is None:
+        label_strategy = LABEL_STRATEGIES.build(cfg.labels.name, **cfg.labels.params)
+    label_strategy.bind(augment)
+    return augment, label_strategy
 
 
 def model_feature_dim(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int | None:
@@ -124,17 +144,18 @@ def component_spec(model: nn.Module, splits: Splits, device: torch.device | str 
                          labels=splits.train_set.labels)
 
 
-def build_step(cfg: ExperimentConfig, splits: Splits, device: torch.device | str = "cpu") -> TrainingStep:
-    """Model, augmentation and label strategy in one :class:`TrainingStep` on ``device``, with the
-    components ``setup`` for this model and data (so their parameters exist before an optimiser is
-    built or a checkpoint restored)."""
+def build_step(cfg: ExperimentConfig, splits: Splits, device: torch.device | str = "cpu",
+               objects: HandedIn = NO_OBJECTS) -> TrainingStep:
+    """Model, augmentation and label strategy (built from ``cfg``, or handed in as ``objects``) in one
+    :class:`TrainingStep` on ``device``, with the components ``setup`` for this model and data (so their
+    parameters exist before an optimiser is built or a checkpoint restored)."""
     t = cfg.train
-    model = make_model(cfg, splits).to(device)
+    model = make_model(cfg, splits, objects).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    augment, labels = make_methods(cfg)
-    step = TrainingStep(model, augment, labels, autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None,
-                        channels_last=t.channels_last)
+    augment, label_strategy = make_methods(cfg, objects)
+    step = TrainingStep(model, augment, label_strategy,
+                        autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None, channels_last=t.channels_last)
     step.setup(component_spec(model, splits, device))
     return step.to(device)
 
@@ -156,16 +177,16 @@ class AugmentationReport:
     calls_model: bool
 
 
-def check_compatible(augment: Augmentation, labels: LabelStrategy, model: nn.Module,
+def check_compatible(augment: Augmentation, label_strategy: LabelStrategy, model: nn.Module,
                      sample: DeviceLoader) -> None:
-    """Dry-run the augmentation on two samples and check it reports what the labels need, and
+    """Dry-run the augmentation on two samples and check it reports what the label strategy needs, and
     that the strategy accepts it (:meth:`LabelStrategy.check_augmentation`).
 
     This catches, at configuration time, pairings such as mixup labels without a mixing
     augmentation, without each strategy having to list every augmentation it supports.
     """
-    checks_augmentation = type(labels).check_augmentation is not LabelStrategy.check_augmentation
-    if not (labels.requires_info or checks_augmentation):
+    checks_augmentation = type(label_strategy).check_augmentation is not LabelStrategy.check_augmentation
+    if not (label_strategy.requires_info or checks_augmentation):
         return
     batch = next(iter(sample))
     small = batch.replace(inputs=batch.inputs[:2], labels=batch.labels[:2], index=batch.index[:2], info={})
@@ -178,10 +199,10 @@ def check_compatible(augment: Augmentation, labels: LabelStrategy, model: nn.Mod
     finally:
         hook.remove()
         model.train(was_training)
-    missing = [key for key in labels.requires_info if key not in augmented.info]
+    missing = [key for key in label_strategy.requires_info if key not in augmented.info]
     if missing:
         raise ConfigError(
-            f"label strategy {type(labels).__name__} needs per-sample {', '.join(missing)} "
+            f"label strategy {type(label_strategy).__name__} needs per-sample {', '.join(missing)} "
             f"that augmentation {type(augment).__name__} does not report"
         )
-    labels.check_augmentation(AugmentationReport(augment, small, augmented, bool(calls)))
+    label_strategy.check_augmentation(AugmentationReport(augment, small, augmented, bool(calls)))

@@ -27,7 +27,7 @@ class EpochContext:
     epoch: int
     model: nn.Module
     augment: Augmentation
-    labels: LabelStrategy
+    label_strategy: LabelStrategy
     val_loader: DeviceLoader
     generator: torch.Generator
     dist: distributed.DistContext
@@ -36,6 +36,11 @@ class EpochContext:
     train_loader: DeviceLoader | None = None
     splits: Splits | None = None
     optimizer_steps: int = 0
+
+    @property
+    def labels(self) -> LabelStrategy:
+        """The label strategy under its former name (use :attr:`label_strategy`)."""
+        return self.label_strategy
 
     @property
     def is_last_epoch(self) -> bool:

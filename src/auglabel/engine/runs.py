@@ -15,6 +15,8 @@ from ..report import write_json_atomic
 from .build import Splits, build_step, load_splits
 from .checkpoint import load_latest_checkpoint
 from .config import ExperimentConfig
+from .objects import HandedIn
+from .resume import config_differences
 from .trainer import CONFIG_NAME, METRICS_NAME
 
 
@@ -48,14 +50,22 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
     return ExperimentConfig.from_dict(raw).validate()
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu", **objects: Any) -> LoadedRun:
+    """Reopen ``run_dir``: its config, splits and trained model (from the latest checkpoint) on ``device``.
+
+    A run trained with objects handed to the Trainer needs the same ones again as keywords (``model=``,
+    ``augmentation=``, ``label_strategy=``, ``train_data=`` + ``test_data=``): the config cannot rebuild them."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     cfg = read_run_config(run_dir)
+    handed_in = HandedIn(**objects)
+    diff = config_differences(cfg.to_dict(), handed_in.describe(cfg))
+    if diff:  # an object for a section the run built from its config, or one of another class
+        raise CheckpointError(f"the objects handed to load_run do not match run {run_dir}: {'; '.join(diff)}")
     state = load_latest_checkpoint(run_dir, map_location=device)
-    splits = load_splits(cfg)
-    step = build_step(cfg, splits)  # components set up before the restore
+    splits = load_splits(cfg, handed_in)
+    step = build_step(cfg, splits, objects=handed_in)  # components set up before the restore
     try:
         step.load_state_dict(state["step"])
     except (KeyError, RuntimeError) as exc:

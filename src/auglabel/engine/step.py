@@ -63,7 +63,10 @@ class ComponentSpec:
 
 
 class TrainingStep(nn.Module):
-    """``augment -> labels.prepare -> model -> labels.loss (+ augment.extra_loss)``.
+    """``augment -> label_strategy.prepare -> model -> label_strategy.loss (+ augment.extra_loss)``.
+
+    The label strategy is :attr:`label_strategy`; its submodule (and so its checkpoint keys, ``labels.*``)
+    keeps the name of its config section, ``labels``, so checkpoints of every auglabel version read alike.
 
     Args:
         autocast_dtype: run the step (augmentation, forward and loss) under ``torch.autocast`` with
@@ -71,12 +74,12 @@ class TrainingStep(nn.Module):
         channels_last: hand the model its inputs in channels-last memory format.
     """
 
-    def __init__(self, model: nn.Module, augment: Augmentation, labels: LabelStrategy, *,
+    def __init__(self, model: nn.Module, augment: Augmentation, label_strategy: LabelStrategy, *,
                  autocast_dtype: torch.dtype | None = None, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.augment = augment
-        self.labels = labels
+        self.labels = label_strategy  # the submodule's name is the checkpoint's key prefix: see the class doc
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
         # The count lives twice: a Python int read every step (no GPU sync) and a buffer, written
@@ -85,24 +88,29 @@ class TrainingStep(nn.Module):
         self._steps = 0
 
     @property
+    def label_strategy(self) -> LabelStrategy:
+        return self.labels
+
+    @property
     def steps_done(self) -> int:
-        """Training forwards so far (the ``step`` the next one hands to ``labels.prepare``)."""
+        """Training forwards so far (the ``step`` the next one hands to ``label_strategy.prepare``)."""
         return self._steps
 
     def setup(self, spec: ComponentSpec) -> None:
         """Size the components' own parameters (see :meth:`LabelStrategy.setup`); an augmentation with hyper
         parameters needs a label strategy that trains them (ConfigError otherwise)."""
         self.augment.setup(spec)
-        self.labels.setup(spec)
-        if self.augment.hyper_parameters() and not self.labels.trains_augment_hyperparameters:
+        self.label_strategy.setup(spec)
+        if self.augment.hyper_parameters() and not self.label_strategy.trains_augment_hyperparameters:
             raise ConfigError(f"augmentation {type(self.augment).__name__} has hyperparameters that only a label "
-                              f"strategy with a hyper step learns (labels: autodo), not {type(self.labels).__name__}")
+                              f"strategy with a hyper step learns (labels: autodo), not "
+                              f"{type(self.label_strategy).__name__}")
 
     def hyper_parameters(self) -> list[nn.Parameter]:
         """The components' outer-loop parameters (augmentation's first), each once; they must not require
         gradients (the training backward and DDP leave them alone).  A violation is a ValueError."""
         found: list[nn.Parameter] = []
-        for component in (self.augment, self.labels):
+        for component in (self.augment, self.label_strategy):
             for p in component.hyper_parameters():
                 if p.requires_grad:
                     raise ValueError(f"{type(component).__name__}.hyper_parameters() lists a parameter that "
@@ -120,7 +128,7 @@ class TrainingStep(nn.Module):
         mine = {id(p) for p in self.parameters()}
         claimed: set[int] = {id(p) for p in self.hyper_parameters()}
         special: list[dict[str, Any]] = []
-        for component in (self.augment, self.labels):
+        for component in (self.augment, self.label_strategy):
             for group in component.param_groups():
                 params = list(group["params"])
                 for p in params:
@@ -156,16 +164,16 @@ class TrainingStep(nn.Module):
             self.step_count.fill_(self._steps)
         with self._precision(batch.inputs.device):
             batch = self.augment(batch, generator=generator, model=self.model)
-            batch = self.labels.prepare(batch, generator=generator, step=step)
+            batch = self.label_strategy.prepare(batch, generator=generator, step=step)
             inputs = batch.inputs
             if self.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             features = None
-            if self.labels.needs_features:
+            if self.label_strategy.needs_features:
                 logits, features = self.model(inputs, return_features=True)
             else:
                 logits = self.model(inputs)
-            loss = self.labels.loss(logits.float(), batch, features=features)
+            loss = self.label_strategy.loss(logits.float(), batch, features=features)
             extra = self.augment.extra_loss(logits.float(), batch)
             if extra is not None:
                 loss = loss + extra

@@ -22,15 +22,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..augment import Augmentation
+from ..data import ImageDataset
 from ..errors import CheckpointError, ConfigError, TrainingStopped
+from ..labels import LabelStrategy
 from ..report import write_json_atomic
 from ..report.plots import reliability_diagram
-from .build import build_step, check_compatible, load_splits, make_loader
+from .build import build_step, check_compatible, load_splits, make_loaders
 from .checkpoint import CHECKPOINT_NAME, load_latest_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .context import EpochContext
 from .evaluate import ClassAccuracy, evaluate
 from .logger import EpochLogger
+from .objects import HandedIn, display_names
 from .outputs import write_output, write_text_output
 from .preemption import StepMonitor, StopRequest, explain_failure
 from .resume import EpochProgress, capture_progress, check_resumable
@@ -47,13 +51,21 @@ def show_progress() -> bool:
 
 
 class Trainer:
-    """Trains one experiment into ``run_dir``; :meth:`fit` returns the test metrics."""
+    """Trains one experiment into ``run_dir`` (default: ``cfg.run_dir``); :meth:`fit` returns the test metrics.
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
-                 overwrite: bool = False, ctx: distributed.DistContext | None = None,
-                 progress: bool | None = None):
-        self.cfg = cfg.validate()
-        self.run_dir = Path(run_dir)
+    ``model``, ``augmentation``, ``label_strategy``, ``train_data`` + ``test_data``: ready objects instead of their
+    config sections (:mod:`.objects`: how a plain module is wrapped); a resume needs them handed in again."""
+
+    def __init__(self, cfg: ExperimentConfig | None = None, run_dir: str | Path | None = None, *, resume: bool = False,
+                 overwrite: bool = False, ctx: distributed.DistContext | None = None, progress: bool | None = None,
+                 model: nn.Module | None = None, augmentation: Augmentation | None = None,
+                 label_strategy: LabelStrategy | None = None, train_data: ImageDataset | None = None,
+                 test_data: ImageDataset | None = None):
+        objects = HandedIn(model, augmentation, label_strategy, train_data, test_data)
+        cfg = self.cfg = objects.describe(ExperimentConfig() if cfg is None else cfg).validate()
+        if run_dir is None and cfg.run_dir is None:
+            raise ConfigError("Trainer needs a run directory: pass run_dir or set cfg.run_dir")
+        self.run_dir = Path(cfg.run_dir if run_dir is None else run_dir)
         self.ctx = ctx or distributed.setup(cfg.train.device, cfg.train.collective_timeout_s)
         self.progress = show_progress() if progress is None else progress
         if self.ctx.is_main:
@@ -65,16 +77,14 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.train.seed)
 
-        self.splits = load_splits(cfg)
-        self.train_loader = make_loader(self.splits.train_set, self.splits.train_idx, cfg, self.ctx, train=True)
-        self.val_loader = make_loader(self.splits.train_set, self.splits.val_idx, cfg, self.ctx, train=False)
-        self.test_loader = make_loader(self.splits.test_set, self.splits.test_idx, cfg, self.ctx, train=False)
+        self.splits = load_splits(cfg, objects)
+        self.train_loader, self.val_loader, self.test_loader = make_loaders(self.splits, cfg, self.ctx)
         if cfg.train.precision == "bf16" and self.ctx.device.type != "cuda" and self.ctx.is_main:
             print(f"note: train.precision bf16 applies on CUDA only; training on {self.ctx.device} in fp32",
                   file=sys.stderr)
         # the components are set up (their parameters created) here, before the optimiser and the restore
-        self.step: TrainingStep = build_step(cfg, self.splits, self.ctx.device)
-        check_compatible(self.step.augment, self.step.labels, self.step.model, self.val_loader)
+        self.step: TrainingStep = build_step(cfg, self.splits, self.ctx.device, objects)
+        check_compatible(self.step.augment, self.step.label_strategy, self.step.model, self.val_loader)
         self.step_ddp: nn.Module = self.step
         if self.ctx.enabled:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
@@ -108,6 +118,10 @@ class Trainer:
     @property
     def model(self) -> nn.Module:
         return self.step.model
+
+    @property
+    def label_strategy(self) -> LabelStrategy:
+        return self.step.label_strategy
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -216,12 +230,12 @@ class Trainer:
         row.update({f"val_{key}": value for key, value in val_stats.compute().items()})
         if self.cfg.train.keep_best:
             self.best.offer(epoch, row["val_accuracy"], self.model)
-        context = EpochContext(epoch, self.model, self.step.augment, self.step.labels, self.val_loader,
+        context = EpochContext(epoch, self.model, self.step.augment, self.label_strategy, self.val_loader,
                                self.generator, self.ctx, self.run_dir, self.cfg.train.epochs,
                                train_loader=self.train_loader, splits=self.splits,
                                optimizer_steps=self.step.steps_done)
         row.update(self.step.augment.on_epoch_end(context))
-        row.update(self.step.labels.on_epoch_end(context))
+        row.update(self.label_strategy.on_epoch_end(context))
         row["epoch_time_s"] = time.perf_counter() - tic
         row["train_images_per_s"] = self._images_run * self.ctx.world_size / max(train_time, 1e-9)
         self.logger.log(row)
@@ -278,13 +292,14 @@ class Trainer:
         per_class = ClassAccuracy(self.splits.num_classes)
         test_stats, _, _ = evaluate(self.model, self.test_loader, per_class=per_class)
         val_stats, _, _ = evaluate(self.model, self.val_loader)
-        metrics: dict[str, Any] = {"dataset": self.cfg.data.name, "split": "test", **test_stats.compute(),
+        dataset, augmentation, label_strategy = display_names(self.cfg, self.splits.train_set.name)
+        metrics: dict[str, Any] = {"dataset": dataset, "split": "test", **test_stats.compute(),
                                    "per_class_accuracy": per_class.compute(),
                                    "brier_scale": "0..2", "val": val_stats.compute(), "epochs": self.cfg.train.epochs}
         if self.cfg.train.keep_best and self.best.model_state is not None:
             metrics["best_val"] = self._best_epoch_metrics()
         if self.ctx.is_main:
-            title = f"{self.cfg.data.name} test ({self.cfg.augment.name} + {self.cfg.labels.name})"
+            title = f"{dataset} test ({augmentation} + {label_strategy})"
             try:
                 reliability_diagram(test_stats.bins(), self.run_dir / "reliability.png", title=title)
             except OSError as exc:  # a plot is not worth losing the metrics for

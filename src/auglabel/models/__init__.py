@@ -2,7 +2,8 @@
 
 Registered: ``small_cnn``, ``preact_resnet18``, ``wide_resnet`` and ``custom`` (any user
 ``nn.Module``).  Every module in this package is imported, so a new architecture is one file
-that registers itself with ``@MODELS.register("name")``.
+that registers itself with ``@MODELS.register("name")``; every registered factory is exported here
+under its own name (``from auglabel.models import SmallCNN, PreActResNet18``).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from .._autoimport import import_submodules
+from .._autoimport import export_registered, import_submodules
 from .base import MODELS, ChannelNormalize, Classifier, Stats, positive_int
 from .custom import WrappedClassifier, wrap_module
 
@@ -30,4 +31,5 @@ def build_model(name: str, *, in_channels: int, num_classes: int, mean: Stats = 
                         **params)
 
 
-__all__ = ["MODELS", "ChannelNormalize", "Classifier", "WrappedClassifier", "build_model", "wrap_module"]
+__all__ = ["MODELS", "ChannelNormalize", "Classifier", "WrappedClassifier", "build_model", "wrap_module",
+           *export_registered(globals(), MODELS)]
