@@ -27,7 +27,12 @@ def motion_kernel(radius: float, sigma: float) -> Tensor:
 def magick_motion_blur(x: Tensor, radius: float, sigma: float, angle_degrees: Tensor) -> Tensor:
     """Motion-blur each 8-bit image of ``x`` (N, C, H, W, values 0..255) along its own angle (N,),
     in degrees, and quantise like ImageMagick Q16 writing an 8-bit PNG: the sum is rounded to a
-    16-bit quantum (``v * 257``) and the quantum truncated to 8 bits."""
+    16-bit quantum (``v * 257``) and the quantum truncated to 8 bits.
+
+    The loop runs over the kernel's taps (13-19 at 32 px), not over images: each tap is one
+    gather for the whole batch with per-image offsets.  It accumulates tap by tap in the
+    reference's order; a single reduction over taps would sum in another order and could move
+    a value across the 16-bit rounding."""
     n, c, h, w = x.shape
     weights = motion_kernel(radius, sigma)
     taps = torch.arange(len(weights), dtype=torch.float64)

@@ -21,7 +21,10 @@ _TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 
 def canny(image: Tensor, low: float, high: float) -> Tensor:
     """``cv2.Canny(image, low, high)`` (3 x 3 Sobel with replicated border, L1 magnitude,
-    non-maximum suppression in 4 directions, hysteresis over 8-neighbours) -> bool edges."""
+    non-maximum suppression in 4 directions, hysteresis over 8-neighbours) -> bool edges.
+
+    Hysteresis grows the whole batch at once until nothing changes: a data-dependent number of
+    rounds, each ending in one host sync (``torch.equal``); no loop over images."""
     p = pad(image, 1, 1, 1, 1, "nearest").long()
     h, w = image.shape[-2:]
 
@@ -61,7 +64,8 @@ def chamfer_distance(features: Tensor, limit: float = math.inf) -> Tensor:
     ``features``: the 5 x 5 chamfer distance (steps 1, 1.4 and 2.1969, float32) to the nearest
     feature, 8192 where there is none.  Computed by relaxing to the fixed point of the chamfer
     recursion, which OpenCV's two raster passes reach in one go (checked against OpenCV 3.4,
-    4.10 and 5.0); a finite ``limit`` stops the relaxation early."""
+    4.10 and 5.0); a finite ``limit`` stops the relaxation early.  Batched like :func:`canny`:
+    one host sync per relaxation round of the whole batch, no loop over images."""
     h, w = features.shape[-2:]
     ceiling = min(limit, 8192.0)
     distance = torch.where(features, 0.0, ceiling).to(torch.float32)

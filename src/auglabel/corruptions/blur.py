@@ -136,7 +136,10 @@ def motion_blur(x: Tensor, severity: int, rng: RandomSource) -> Tensor:
 
 @register("zoom_blur")
 def zoom_blur(x: Tensor, severity: int, rng: RandomSource) -> Tensor:  # noqa: ARG001
-    """Mean of the image and its :func:`clipped_zoom` by each factor (relative, size-free)."""
+    """Mean of the image and its :func:`clipped_zoom` by each factor (relative, size-free).
+
+    Loops over the 7-26 zoom factors, not over images: each zoom is one batched ``interpolate``
+    whose crop and output sizes depend on the factor, so the factors cannot share one call."""
     factors = ZOOM_BLUR_FACTORS[severity - 1]
     total = x.clone()
     for factor in factors:

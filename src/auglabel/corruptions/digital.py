@@ -106,8 +106,11 @@ def _pil_box_coefficients(in_size: int, out_size: int) -> Tensor:
 def jpeg_compression(x: Tensor, severity: int, rng: RandomSource) -> Tensor:  # noqa: ARG001
     """PIL JPEG encode/decode of each image at quality c (RGB, or "L" for grey images).
 
-    A per-image loop: there is no tensor JPEG codec with PIL's quantisation and chroma
-    subsampling; this is data generation, not a training hot path."""
+    A per-image loop, and the only corruption that must stay per-sample: there is no tensor JPEG
+    codec with PIL's quantisation and chroma subsampling (each image is a variable-length byte
+    stream).  On a GPU it costs one device-to-host copy of the batch and N PIL calls on the CPU;
+    -C sets are generated once and cached (:mod:`auglabel.robustness.corruption_data`), so this
+    is not a training hot path."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - PIL is a dependency of the corruption suite

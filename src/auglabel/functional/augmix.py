@@ -13,6 +13,10 @@ quantised to 8 bits and stay on integer levels (see :mod:`.augmix_ops`); the cle
 uses the input as given.  Replaying the reported ops with PIL reproduces the output to float
 rounding (tested).  Every draw comes from the given generator, per sample, and is returned in
 ``info``; all images and chains are processed together, one grouped op step per chain position.
+
+GPU readiness (docs/results/gpu_readiness.md): no loop over images or chains; host syncs per call
+are the [0, 1] input check (1), the Gamma rejection rounds (a few, see :func:`sample_gamma`) and
+one per chain position (group sizes, :func:`.augmix_ops.apply_ops_to_levels_`).
 """
 from __future__ import annotations
 
@@ -53,9 +57,12 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"augmix expects images of shape (N, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"augmix expects floating-point images in [0, 1], got dtype {images.dtype}")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
+    if not images.numel():
+        return
+    low, high = torch.aminmax(images)  # one fused reduction and one host sync (was two of each)
+    if bool((low < 0) | (high > 1)):
         raise ValueError(
-            f"augmix expects images in [0, 1], got values in [{images.min().item():.4g}, {images.max().item():.4g}]"
+            f"augmix expects images in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]"
             " (normalise inside the model, not before augmenting)"
         )
 
@@ -67,6 +74,10 @@ def sample_gamma(concentration: float, shape: tuple[int, ...], generator: torch.
     ``torch.distributions`` takes no generator, hence this.  Rejection rounds redraw the whole
     shape and fill only still-empty slots, so results depend on the seed alone.  For
     concentration < 1 it uses ``Gamma(a) = Gamma(a + 1) * U^(1/a)``.
+
+    GPU note: the loop is over rejection rounds (typically 2-4 for a whole batch), never over
+    samples; each round ends in one host sync (``.any()``).  It stays: a fixed number of
+    speculative rounds would consume the generator differently and change every later draw.
     """
     boost = concentration < 1
     a = concentration + 1.0 if boost else concentration

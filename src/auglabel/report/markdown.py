@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .keys import lookup
 from .io import write_bytes_atomic
 
 CLEAN_ROWS = (("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms_ce", "RMS cal. error (%)", True),
@@ -46,18 +47,6 @@ _SHORT = {"before": "no calibration", "after vector scaling": "vector scaling", 
 #: The OOD metrics of ``ood.<set>.<score>.<metric>``: (metric, column label).
 OOD_COLUMNS = (("auroc", "AUROC (%)"), ("aupr_in", "AUPR-in (%)"), ("aupr_out", "AUPR-out (%)"),
                ("fpr_at_95_tpr", "FPR@95TPR (%)"))
-
-
-def lookup(metrics: Mapping[str, Any], key: str) -> Any:
-    """``metrics[key]``, or a dotted key walked into nested dicts (``"vector_scaling.after.ece"``); None if absent."""
-    if key in metrics:
-        return metrics[key]
-    parts = key.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:cut])
-        if isinstance(metrics.get(head), Mapping):
-            return lookup(metrics[head], ".".join(parts[cut:]))
-    return None
 
 
 def _calibrator_results(m: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]]:

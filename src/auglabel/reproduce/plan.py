@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..report.keys import lookup
 from .papers import Group, Paper, stem_suites
 
 #: every step of a job, in the order it runs
@@ -84,22 +85,6 @@ def read_metrics(run: Path) -> dict[str, Any]:
     """The run's metrics.json, or ``{}`` when there is none yet."""
     path = run / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def lookup(metrics: Mapping[str, Any], key: str) -> Any:
-    """``metrics[key]``, where a dotted key may also walk into nested dicts.
-
-    Flat keys win (``"corruption.acc"``, ``"adversarial.0.02"``); otherwise the longest present
-    prefix is descended into (``"temperature_scaling.after.ece"``).  None when absent.
-    """
-    if key in metrics:
-        return metrics[key]
-    parts = key.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:cut])
-        if isinstance(metrics.get(head), Mapping):
-            return lookup(metrics[head], ".".join(parts[cut:]))
-    return None
 
 
 def step_done(step: str, metrics: Mapping[str, Any], settings: Settings) -> bool:

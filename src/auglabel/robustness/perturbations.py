@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..corruptions import check_uint8_images
 from ..corruptions._color import as_rgb, colour, luma
-from ..corruptions._filters import clipped_zoom, gaussian_filter, size_scale
+from ..corruptions._filters import clipped_zoom, gaussian_filter, gaussian_filter_bank, size_scale
 from ..corruptions._motion import magick_motion_blur
 from ..corruptions.spatter import WATER_RGB, _water_drops
 from ..errors import ConfigError, DataError
@@ -211,9 +211,10 @@ def zoom_blur(x: Tensor, generator: torch.Generator) -> Tensor:  # noqa: ARG001
 
 @_register("gaussian_blur")
 def gaussian_blur(x: Tensor, generator: torch.Generator) -> Tensor:  # noqa: ARG001
-    """``skimage.filters.gaussian(sigma=(0.3 + 0.015 i) s, truncate=7)``, i = 0..30."""
+    """``skimage.filters.gaussian(sigma=(0.3 + 0.015 i) s, truncate=7)``, i = 0..30; all frames in
+    one filter-bank convolution (no loop over frames)."""
     s = size_scale(x)
-    return torch.stack([gaussian_filter(x, (0.3 + 0.015 * i) * s, truncate=7.0) for i in range(_MAX_FRAMES)], dim=1)
+    return gaussian_filter_bank(x, [(0.3 + 0.015 * i) * s for i in range(_MAX_FRAMES)], truncate=7.0)
 
 
 @_register("motion_blur")
@@ -258,7 +259,10 @@ def snow(x: Tensor, generator: torch.Generator) -> Tensor:
 def spatter(x: Tensor, generator: torch.Generator) -> Tensor:
     """Water drops ``N(0.6, 0.265^2)`` blurred (sigma ``1.75 s``), kept above 0.7 and shaded as in
     the reference (Canny, distance, emboss; :func:`auglabel.corruptions.spatter._water_drops`),
-    strength 0.6; between frames the liquid runs down: ``row_r <- 0.2 row_r + 0.8 row_(r-1)``."""
+    strength 0.6; between frames the liquid runs down: ``row_r <- 0.2 row_r + 0.8 row_(r-1)``.
+
+    The frames stay a loop of 31 batched steps (not over images): each is computed from the one
+    before, and a closed form (binomial sums of shifted rows) would round differently."""
     n, s = x.shape[0], size_scale(x)
     liquid = gaussian_filter(0.6 + 0.265 * _normal(generator, (n, 1, *x.shape[-2:]), x), 1.75 * s)
     liquid = torch.where(liquid < 0.7, torch.zeros_like(liquid), liquid)
@@ -308,6 +312,12 @@ def flip_counts(predictions: Tensor, noise: bool, difficulty: int = 1) -> tuple[
     frames 1..T-1 with frame 0, any other compares frames ``t`` and ``t + difficulty`` (the
     reference's consecutive frames of each ``difficulty``-strided subsequence; 1 for CIFAR-P).
     Sums, so that shards can be all-reduced exactly."""
+    changed = _changed_frames(predictions, noise, difficulty)
+    return int(changed.sum()), changed.numel()
+
+
+def _changed_frames(predictions: Tensor, noise: bool, difficulty: int) -> Tensor:
+    """The (N, T') bool comparisons that :func:`flip_counts` sums; checks shapes only (no host sync)."""
     predictions = torch.as_tensor(predictions)
     integer = not (predictions.is_floating_point() or predictions.is_complex() or predictions.dtype == torch.bool)
     if predictions.dim() != 2 or not integer:
@@ -319,10 +329,8 @@ def flip_counts(predictions: Tensor, noise: bool, difficulty: int = 1) -> tuple[
     if isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Integral) or not 1 <= difficulty < frames:
         raise ConfigError(f"flip difficulty must be an integer from 1 to {frames - 1}, got {difficulty!r}")
     if noise:
-        changed = predictions[:, 1:] != predictions[:, :1]
-    else:
-        changed = predictions[:, difficulty:] != predictions[:, :-difficulty]
-    return int(changed.sum()), changed.numel()
+        return predictions[:, 1:] != predictions[:, :1]
+    return predictions[:, difficulty:] != predictions[:, :-difficulty]
 
 
 def flip_probability(predictions: Tensor, noise: bool, difficulty: int = 1) -> float:
@@ -360,6 +368,7 @@ def perturbation_flip_counts(model: nn.Module, images: Tensor, names: Sequence[s
     ``batch_size // 31`` images at a time (at least 1) from one generator per ``(seed, name)``,
     so a noise realisation depends on ``(seed, batch_size)``, its distribution does not.
     ``names`` defaults to :data:`BENCHMARK_PERTURBATIONS`; ``device`` to the model's.
+    Flips are summed on the device and read back once per type, not once per chunk.
     """
     names = list(BENCHMARK_PERTURBATIONS if names is None else names)
     if isinstance(names, str) or not names:
@@ -384,10 +393,10 @@ def perturbation_flip_counts(model: nn.Module, images: Tensor, names: Sequence[s
                 for start in range(0, len(images), videos_per_chunk):
                     sequences = PERTURBATIONS[name](images[start:start + videos_per_chunk].to(device), generator)
                     predictions = _predict(model, sequences.flatten(0, 1), int(batch_size))
-                    f, c = flip_counts(predictions.reshape(sequences.shape[:2]), name in NOISE_PERTURBATIONS,
-                                       difficulty)
-                    flips, comparisons = flips + f, comparisons + c
-                counts[name] = (flips, comparisons)
+                    changed = _changed_frames(predictions.reshape(sequences.shape[:2]), name in NOISE_PERTURBATIONS,
+                                              difficulty)
+                    flips, comparisons = flips + changed.sum(), comparisons + changed.numel()
+                counts[name] = (int(flips), comparisons)  # the one host sync per type
     finally:
         model.train(was_training)
     return counts
