@@ -142,6 +142,8 @@ def _screen_config_files(argv: Sequence[str]) -> None:
         if not isinstance(raw, dict):
             raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
         for section in ("data", "model", "augment", "labels", "optim", "train"):
+            if section == "augment" and isinstance(raw.get(section), list):  # a pipeline: [standard, mixup]
+                continue
             if section in raw and not isinstance(raw[section], dict):
                 raise ConfigError(f"config {path}: section {section!r} must be a mapping, got {raw[section]!r}")
         ExperimentConfig.from_dict(raw)  # unknown fields (class_path, init_args...) -> one-line ConfigError

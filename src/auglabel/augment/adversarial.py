@@ -22,12 +22,14 @@ from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.pgd import BN_MODES, fgsm_attack, linf_distance, pgd_attack
 from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .info_keys import declared
 
 
 class AdversarialAugmentation(Augmentation):
     """Shared budget handling and reporting; subclasses implement :meth:`attack`."""
 
     reports_distance = True
+    reports = declared("eps", "delta_linf", "distance", "view")
     #: registry name, used in error messages.
     name = "adversarial"
 
@@ -44,6 +46,9 @@ class AdversarialAugmentation(Augmentation):
         self.eps = float(eps)
         self.sample_eps = bool(sample_eps)
         self.bn_mode = bn_mode
+
+    def reported_keys(self) -> frozenset[str]:
+        return self.reports if self.clean_fraction > 0 else self.reports - {"view"}
 
     def attack(self, model: nn.Module, images: Tensor, labels: Tensor, eps: Tensor,
                generator: torch.Generator, bn_mode: str) -> Tensor:

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..functional.augmix import RANDOM_DEPTH_MAX, augmix, check_augmix_params
 from ..functional.jsd import jensen_shannon
 from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .info_keys import declared
 
 NUM_JSD_VIEWS = 3
 
@@ -71,6 +72,15 @@ class AugMix(Augmentation):
     """
 
     reports_distance = True
+    reports = declared("ops", "levels", "signs", "depths", "chain_weights", "skip_weight", "mix_weight", "depth",
+                       "distance", "group", "view")
+
+    def reported_keys(self) -> frozenset[str]:
+        return self.reports if self.jsd else self.reports - {"view"}
+
+    @property
+    def num_views(self) -> int:
+        return NUM_JSD_VIEWS if self.jsd else 1
 
     def __init__(self, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
                  jsd: bool = True, jsd_weight: float = 12.0, mix: str = "beta",

@@ -30,6 +30,7 @@ from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.warp import OPS, compose, relaxed_bernoulli, warp
 from .base import AUGMENTATIONS, Augmentation
+from .info_keys import declared
 
 if TYPE_CHECKING:
     from ..engine.step import ComponentSpec
@@ -61,6 +62,8 @@ class AutoDOAugment(Augmentation):
         padding_mode: grid_sample's: zeros, border (the reference code's) or reflection.
         align_corners: grid_sample's (False, PyTorch's default: the image spans the border pixels' edges).
     """
+
+    reports = declared("autodo_applied", "autodo_params")
 
     def __init__(self, ops: list[str] | tuple[str, ...] = DEFAULT_OPS, shared: bool = False, prob_init: float = 0.25,
                  magnitude_init: float = 0.5, temperature: float = 1.0, padding_mode: str = "zeros",

@@ -5,13 +5,8 @@ new :class:`~auglabel.batch.Batch`, reporting per sample what it did in ``batch.
 Randomness comes only from the explicit ``generator`` (a ``torch.Generator`` on the batch's
 device), so a run is reproducible and each sample gets its own draw.
 
-Conventions for ``info`` keys that label strategies understand:
-    ``distance``  float in [0, 1]: how far the sample moved from its clean image (AutoLabel).
-    ``partner``   int64 row of the mixing partner inside the batch (mixup, CutMix, PLS).
-    ``gamma``     float weight of the sample's own image in a mix.
-    ``view``      int64 view id (0 = clean) for multi-view batches.
-    ``group``     int64 in [0, bucket_groups): a second, discrete distance axis (AugMix's depth - 1).
-    ``paired``    bool: the row was averaged with another image (PLS; its partner is itself otherwise).
+Every ``info`` key, with its meaning and shape, is listed in :mod:`auglabel.augment.info_keys`; each
+class declares the keys it reports (``reports``), so label-strategy compatibility is a set check.
 """
 from __future__ import annotations
 
@@ -21,7 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from ..batch import Batch
+from ..errors import ConfigError
 from ..registry import Registry
+from .info_keys import declared
 
 if TYPE_CHECKING:
     from ..autodo.tables import HyperLeaf
@@ -37,6 +34,23 @@ class Augmentation(nn.Module):
     reports_distance: bool = False
     #: Number of values of ``info["group"]`` (a discrete distance axis, e.g. AugMix chain depth).
     bucket_groups: int = 1
+    #: The ``info`` keys ``forward`` may report (names from :mod:`.info_keys`); None: undeclared (a
+    #: user's own augmentation), so the configuration-time check dry-runs it instead.
+    reports: frozenset[str] | None = None
+
+    def reported_keys(self) -> frozenset[str] | None:
+        """The keys THIS instance's ``forward`` reports (its parameters may drop some of ``reports``)."""
+        return self.reports
+
+    @property
+    def num_views(self) -> int:
+        """Views per sample in ``forward``'s output (AugMix + JSD: 3)."""
+        return 1
+
+    def check_distance_control(self) -> None:
+        """ConfigError (one line) unless ``apply_at_distance`` works (AutoLabel's ``bind`` calls this)."""
+        if not self.supports_distance_control():
+            raise ConfigError(f"{type(self).__name__} cannot")
 
     def forward(self, batch: Batch, *, generator: torch.Generator, model: nn.Module | None = None) -> Batch:  # noqa: ARG002
         return batch
@@ -98,6 +112,8 @@ def checked_distance(distance: Tensor, batch: Batch, name: str) -> Tensor:
 class NoAugmentation(Augmentation):
     """Clean images, nothing reported."""
 
+    reports = declared()
+
 
 def _uniform(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
     return torch.rand(n, generator=generator, device=device)
@@ -112,14 +128,17 @@ class StandardAugmentation(Augmentation):
         flip: whether to flip horizontally with probability 0.5.
     """
 
+    reports = declared("crop_offset", "flipped")
+
     def __init__(self, padding: int = 2, flip: bool = True):
         super().__init__()
-        from ..errors import ConfigError
-
         if padding < 0:
             raise ConfigError(f"standard augmentation: padding must be >= 0, got {padding}")
         self.padding = padding
         self.flip = flip
+
+    def reported_keys(self) -> frozenset[str]:
+        return frozenset(k for k, on in (("crop_offset", self.padding > 0), ("flipped", self.flip)) if on)
 
     def forward(self, batch: Batch, *, generator: torch.Generator, model: nn.Module | None = None) -> Batch:
         x = batch.inputs

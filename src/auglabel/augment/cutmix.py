@@ -19,6 +19,7 @@ from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.mixup import box_masks, cutmix_boxes, cutmix_images, kept_fraction, random_partners, sample_beta
 from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .info_keys import declared
 from .mixup import mixing_info
 
 Boxes = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -77,6 +78,7 @@ class CutMix(Augmentation):
     """
 
     reports_distance = True
+    reports = declared("gamma", "partner", "partner_label", "box", "distance")
 
     def __init__(self, beta: float = 1.0):
         super().__init__()

@@ -16,6 +16,7 @@ from ..batch import Batch
 from ..errors import ConfigError
 from ..functional.mixup import mix_images, random_partners, sample_beta
 from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .info_keys import declared
 
 
 def mixing_info(batch: Batch, partner: torch.Tensor, gamma: torch.Tensor, distance: torch.Tensor) -> dict:
@@ -47,6 +48,7 @@ class Mixup(Augmentation):
     """
 
     reports_distance = True
+    reports = declared("gamma", "partner", "partner_label", "distance")
 
     def __init__(self, beta: float = 1.0, per_sample: bool = True):
         super().__init__()

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ..batch import Batch
 from ..errors import ConfigError
 from .base import AUGMENTATIONS, Augmentation, checked_distance
+from .info_keys import declared
 
 
 @AUGMENTATIONS.register("gaussian_noise")
@@ -21,6 +22,7 @@ class GaussianNoise(Augmentation):
     """
 
     reports_distance = True
+    reports = declared("sigma", "distance")
 
     def __init__(self, sigma_max: float = 0.3):
         super().__init__()

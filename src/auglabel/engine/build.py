@@ -107,7 +107,7 @@ def make_model(cfg: ExperimentConfig, splits: Splits, objects: HandedIn = NO_OBJ
 
 def make_methods(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> tuple[Augmentation, LabelStrategy]:
     augment = objects.pick("augment", cfg)
-    if augment is None:
+    if augment is None:  # a list in the config is the "pipeline" entry by now (ExperimentConfig)
         augment = AUGMENTATIONS.build(cfg.augment.name, **cfg.augment.params)
     label_strategy = objects.pick("labels", cfg)
     if label_strategy is None:
@@ -179,15 +179,38 @@ class AugmentationReport:
 
 def check_compatible(augment: Augmentation, label_strategy: LabelStrategy, model: nn.Module,
                      sample: DeviceLoader) -> None:
-    """Dry-run the augmentation on two samples and check it reports what the label strategy needs, and
-    that the strategy accepts it (:meth:`LabelStrategy.check_augmentation`).
+    """Check the augmentation reports what the label strategy needs (``requires_info``) and that the strategy
+    accepts it (:meth:`LabelStrategy.check_reported`, :meth:`LabelStrategy.check_augmentation`).
 
-    This catches, at configuration time, pairings such as mixup labels without a mixing
-    augmentation, without each strategy having to list every augmentation it supports.
+    A set check on the augmentation's declared info keys (``reported_keys()``, :mod:`auglabel.augment.info_keys`);
+    the augmentation is dry-run on two samples only when it declares nothing (a user's own class) or the
+    strategy's ``check_augmentation`` needs values (PLS: views, labels, whether the model ran).  This catches,
+    at configuration time, pairings such as mixup labels without a mixing augmentation, without each strategy
+    having to list every augmentation it supports.
     """
-    checks_augmentation = type(label_strategy).check_augmentation is not LabelStrategy.check_augmentation
-    if not (label_strategy.requires_info or checks_augmentation):
+    strategy_type = type(label_strategy)
+    checks_augmentation = strategy_type.check_augmentation is not LabelStrategy.check_augmentation
+    checks_reported = strategy_type.check_reported is not LabelStrategy.check_reported
+    if not (label_strategy.requires_info or checks_augmentation or checks_reported):
         return
+    keys = augment.reported_keys() if isinstance(augment, Augmentation) else None
+    report = None
+    if keys is None or checks_augmentation:
+        report = dry_run(augment, model, sample)
+        keys = frozenset(report.after.info) if keys is None else keys
+    missing = [key for key in label_strategy.requires_info if key not in keys]
+    if missing:
+        raise ConfigError(
+            f"label strategy {type(label_strategy).__name__} needs per-sample {', '.join(missing)} "
+            f"that augmentation {type(augment).__name__} does not report"
+        )
+    label_strategy.check_reported(augment, keys)
+    if checks_augmentation:
+        label_strategy.check_augmentation(report)
+
+
+def dry_run(augment: Augmentation, model: nn.Module, sample: DeviceLoader) -> AugmentationReport:
+    """The augmentation applied to two samples of ``sample`` (seed 0), noting whether it ran the model."""
     batch = next(iter(sample))
     small = batch.replace(inputs=batch.inputs[:2], labels=batch.labels[:2], index=batch.index[:2], info={})
     generator = torch.Generator(device=small.device).manual_seed(0)
@@ -199,10 +222,4 @@ def check_compatible(augment: Augmentation, label_strategy: LabelStrategy, model
     finally:
         hook.remove()
         model.train(was_training)
-    missing = [key for key in label_strategy.requires_info if key not in augmented.info]
-    if missing:
-        raise ConfigError(
-            f"label strategy {type(label_strategy).__name__} needs per-sample {', '.join(missing)} "
-            f"that augmentation {type(augment).__name__} does not report"
-        )
-    label_strategy.check_augmentation(AugmentationReport(augment, small, augmented, bool(calls)))
+    return AugmentationReport(augment, small, augmented, bool(calls))

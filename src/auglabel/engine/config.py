@@ -46,6 +46,30 @@ class ComponentConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+#: ``augment:`` may also be a list of members (names or ``{name, params}``): an augmentation pipeline.
+AugmentSection = Union[ComponentConfig, list[Union[str, ComponentConfig]]]
+
+
+def augment_section(value: Any) -> ComponentConfig:
+    """``augment:`` as a ComponentConfig: a list (``[standard, mixup]``, members as names or ``{name, params}``)
+    becomes the ``pipeline`` augmentation, ``{name: pipeline, params: {members: [...]}}``
+    (:mod:`auglabel.augment.pipeline`); a mapping or ComponentConfig stays what it is."""
+    if isinstance(value, ComponentConfig):
+        return value
+    if isinstance(value, dict):
+        return ComponentConfig(**value)
+    if isinstance(value, (list, tuple)):
+        members = [{"name": m.name, "params": dict(m.params)} if isinstance(m, ComponentConfig) else m for m in value]
+        for m in members:  # plain data only (a config from someone else is screened with this before parsing)
+            if not (isinstance(m, str) or (isinstance(m, dict) and set(m) <= {"name", "params"}
+                                           and isinstance(m.get("name"), str)
+                                           and isinstance(m.get("params", {}), dict))):
+                raise ConfigError(f"augment: each pipeline member must be a name or a {{name, params}} mapping, "
+                                  f"got {m!r}")
+        return ComponentConfig("pipeline", {"members": members})
+    raise ConfigError(f"augment must be a name/params mapping or a list of augmentations, got {value!r}")
+
+
 @dataclass
 class OptimConfig:
     """SGD with Nesterov momentum, linear warm-up then cosine decay (per step)."""
@@ -107,11 +131,14 @@ class ExperimentConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ComponentConfig = field(default_factory=lambda: ComponentConfig("small_cnn"))
-    augment: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))
+    augment: AugmentSection = field(default_factory=lambda: ComponentConfig("none"))
     labels: ComponentConfig = field(default_factory=lambda: ComponentConfig("onehot"))
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.augment = augment_section(self.augment)
 
     def validate(self) -> "ExperimentConfig":
         o, t, d = self.optim, self.train, self.data
@@ -156,7 +183,7 @@ class ExperimentConfig:
             return cls(
                 data=DataConfig(**raw.get("data", {})),
                 model=ComponentConfig(**raw.get("model", {"name": "small_cnn"})),
-                augment=ComponentConfig(**raw.get("augment", {"name": "none"})),
+                augment=augment_section(raw.get("augment", {"name": "none"})),
                 labels=ComponentConfig(**raw.get("labels", {"name": "onehot"})),
                 optim=OptimConfig(**raw.get("optim", {})),
                 train=TrainConfig(**raw.get("train", {})),

@@ -39,7 +39,6 @@ from ..losses import weighted_mean
 from .base import LABEL_STRATEGIES, LabelStrategy
 
 if TYPE_CHECKING:
-    from ..engine.build import AugmentationReport
     from ..engine.step import ComponentSpec
 
 SOFTPLUS_UNITY = 1.0 / math.log(2.0)  # 1.4427: 1.4427 * softplus(0) = 1
@@ -127,11 +126,11 @@ class AutoDOLabels(LabelStrategy):
     def hyper_parameters(self) -> list[nn.Parameter]:
         return [t.values for t in (self.weights, self.soft) if t is not None]
 
-    def check_augmentation(self, report: "AugmentationReport") -> None:
+    def check_reported(self, augment: nn.Module, keys: frozenset[str]) -> None:
         """Per-sample weights and soft labels belong to one image each: refuse augmentations that mix two."""
-        if "partner" in report.after.info or "partner_label" in report.after.info:
+        if "partner" in keys or "partner_label" in keys:
             raise ConfigError(f"autodo learns one weight and soft label per image and cannot follow "
-                              f"{type(report.augment).__name__}, which mixes pairs of images; use autodo, standard, "
+                              f"{type(augment).__name__}, which mixes pairs of images; use autodo, standard, "
                               "none or another per-image augmentation")
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -187,7 +186,9 @@ class AutoDOLabels(LabelStrategy):
         if splits is not None:
             from ..report.autodo_plots import learned_summary, plot_autodo
 
-            summary = learned_summary(self, self._augment[0] if self._augment else None, splits)
+            learned = next((m for m in self._augment[0].modules() if getattr(m, "probability", None) is not None),
+                           None) if self._augment else None  # the learned augmentation, also inside a pipeline
+            summary = learned_summary(self, learned, splits)
             row.update(summary.scalars())
             if self.plots and context.is_last_epoch and context.dist.is_main:
                 plot_autodo(summary, context.run_dir / "autodo.png")

@@ -161,9 +161,14 @@ class AutoLabel(LabelStrategy):
 
     # -- configuration -------------------------------------------------------------------------
     def bind(self, augment: nn.Module) -> None:
-        if not augment.supports_distance_control():
+        try:
+            augment.check_distance_control()  # Augmentation's hook; a Pipeline says which member(s) report one
+        except ConfigError as exc:
             raise ConfigError(f"autolabel needs an augmentation that reports a distance and can be applied "
-                              f"at a given distance; {type(augment).__name__} cannot")
+                              f"at a given distance; {exc}") from None
+        except AttributeError:  # a bare nn.Module
+            raise ConfigError(f"autolabel needs an augmentation that reports a distance and can be applied "
+                              f"at a given distance; {type(augment).__name__} cannot") from None
         groups = int(getattr(augment, "bucket_groups", 1))
         self.values = torch.full((groups, self.num_buckets), float(self.init))
 

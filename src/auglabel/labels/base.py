@@ -62,8 +62,14 @@ class LabelStrategy(nn.Module):
         sync (see :meth:`~auglabel.engine.step.TrainingStep.hyper_parameters`).  The default lists none."""
         return []
 
+    def check_reported(self, augment: nn.Module, keys: frozenset[str]) -> None:  # noqa: ARG002
+        """Raise ConfigError when an augmentation that reports info ``keys`` (its declaration,
+        :mod:`auglabel.augment.info_keys`; a dry run's keys when it declares none) is one this strategy
+        cannot work with.  A set check, no dry run; prefer it to :meth:`check_augmentation`."""
+
     def check_augmentation(self, report: "AugmentationReport") -> None:  # noqa: ARG002
-        """Raise ConfigError when the augmentation, dry-run on two samples at configuration time
+        """Only for checks that need values (it makes the engine dry-run the augmentation): raise
+        ConfigError when the augmentation, dry-run on two samples at configuration time
         (:class:`~auglabel.engine.build.AugmentationReport`: batch before and after, whether it
         called the model), is one this strategy cannot work with."""
 
