@@ -161,17 +161,28 @@ LOADERS: dict[str, Callable[[str, Path | None], ImageDataset]] = {
 
 
 def dataset_names() -> list[str]:
-    return sorted(LOADERS)
+    from .streaming import STREAMED
+
+    return sorted([*LOADERS, *STREAMED])
 
 
-def load_dataset(name: str, split: str = "train", root: str | Path | None = None) -> ImageDataset:
+def load_dataset(name: str, split: str = "train", root: str | Path | None = None, **options):  # noqa: ANN201
     """Load split ``split`` ("train" or "test") of dataset ``name`` into memory.
 
-    ``root`` overrides the data-root lookup of :func:`auglabel.data.roots.resolve_root`.
+    ``root`` overrides the data-root lookup of :func:`auglabel.data.roots.resolve_root`.  A streamed dataset
+    (``image_folder_stream``, :mod:`.streaming`) is listed, not read, and returned as a
+    :class:`~.streaming.StreamingImageFolder`; ``options`` (``image_size``, ``crop_scale``) are for those only.
     """
+    from .streaming import STREAMED
+
     canonical = name.lower().replace("-", "_")
-    if canonical not in LOADERS:
+    if canonical not in LOADERS and canonical not in STREAMED:
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if canonical in STREAMED:
+        return STREAMED[canonical](split, None if root is None else Path(root), **options)
+    if options:
+        raise ConfigError(f"{', '.join(sorted(options))} apply to streamed datasets ({', '.join(sorted(STREAMED))}), "
+                          f"not to {name!r}")
     return LOADERS[canonical](split, None if root is None else Path(root))

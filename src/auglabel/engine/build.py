@@ -17,6 +17,8 @@ from ..augment import AUGMENTATIONS, Augmentation
 from ..data import ImageDataset, load_dataset, stratified_split, subsample_indices
 from ..data.distortions import Distortion, distort
 from ..data.loader import DeviceLoader
+from ..data.stream_loader import StreamingLoader
+from ..data.streaming import StreamingImageFolder, sample_shape, stream_options
 from ..distributed import DistContext
 from ..errors import ConfigError
 from ..labels import LABEL_STRATEGIES, LabelStrategy
@@ -56,8 +58,9 @@ def load_splits(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> Splits
     if objects.pick("data", cfg) is not None:
         train_set, test_set = objects.train_data, objects.test_data
     else:
-        train_set = load_dataset(d.name, "train", root=d.root)
-        test_set = load_dataset(d.name, "test", root=d.root)
+        options = stream_options(d)  # image_size, crop_scale for a streamed dataset; {} for in-memory ones
+        train_set = load_dataset(d.name, "train", root=d.root, **options)
+        test_set = load_dataset(d.name, "test", root=d.root, **options)
     pool = torch.arange(len(train_set))
     if d.train_subset is not None:
         if d.train_subset > len(train_set):
@@ -76,13 +79,18 @@ def load_splits(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> Splits
     clean = train_set.labels
     train_idx, noisy, record = distort(train_idx, clean, train_set.num_classes, imbalance_ratio=d.imbalance_ratio,
                                        noise_ratio=d.noise_ratio, seed=seed)
-    distorted = ImageDataset(train_set.images, noisy, train_set.classes, train_set.name)
+    distorted = (train_set.with_labels(noisy) if isinstance(train_set, StreamingImageFolder)
+                 else ImageDataset(train_set.images, noisy, train_set.classes, train_set.name))
     return Splits(distorted, test_set, train_idx, val_idx, test_idx, record, clean)
 
 
 def make_loader(dataset: ImageDataset, indices: Tensor, cfg: ExperimentConfig, ctx: DistContext,
                 *, train: bool) -> DeviceLoader:
     batch_size = cfg.train.batch_size if train else cfg.train.eval_batch_size
+    if isinstance(dataset, StreamingImageFolder):  # decoded from disk in cfg.data.num_workers processes
+        return StreamingLoader(dataset, indices, dataset.num_classes, batch_size, train=train, seed=cfg.train.seed,
+                               device=ctx.device, rank=ctx.rank, num_workers=cfg.data.num_workers,
+                               world_size=ctx.world_size if train or ctx.enabled else 1)
     return DeviceLoader(dataset.images, dataset.labels, indices, dataset.num_classes, batch_size,
                         train=train, seed=cfg.train.seed, device=ctx.device,
                         rank=ctx.rank, world_size=ctx.world_size if train or ctx.enabled else 1)
@@ -98,7 +106,7 @@ def make_loaders(splits: Splits, cfg: ExperimentConfig, ctx: DistContext) -> tup
 def make_model(cfg: ExperimentConfig, splits: Splits, objects: HandedIn = NO_OBJECTS) -> nn.Module:
     train_set = splits.train_set
     mean, std = train_set.subset(splits.train_idx).mean_std()
-    shape = {"in_channels": train_set.images.shape[1], "num_classes": train_set.num_classes, "mean": mean, "std": std}
+    shape = {"in_channels": sample_shape(train_set)[0], "num_classes": train_set.num_classes, "mean": mean, "std": std}
     given = objects.pick("model", cfg)
     if given is not None:
         return as_classifier(given, **shape)
@@ -136,7 +144,7 @@ def model_feature_dim(model: nn.Module, input_shape: tuple[int, ...], device: to
 
 
 def component_spec(model: nn.Module, splits: Splits, device: torch.device | str = "cpu") -> ComponentSpec:
-    input_shape = tuple(splits.train_set.images.shape[1:])
+    input_shape = sample_shape(splits.train_set)
     return ComponentSpec(num_classes=splits.num_classes, feature_dim=model_feature_dim(model, input_shape, device),
                          input_shape=input_shape, dataset_size=len(splits.train_set),
                          train_size=len(splits.train_idx), device=torch.device(device),

@@ -17,7 +17,7 @@ class DataConfig:
     """Which dataset and how to split it.
 
     Attributes:
-        name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder or digits.
+        name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder, digits or image_folder_stream.
         root: explicit data directory (else env var, user cache, /usr/share/datasets).
         val_size: clean stratified validation split carved from train: a count or a fraction.
         train_subset: a stratified subset of this many training-file samples, validation included (None: all).
@@ -27,6 +27,9 @@ class DataConfig:
         noise_ratio: NR in [0, 1): that fraction of the (remaining) training labels is redrawn uniformly
             over all K classes.  The validation split is carved out first and never distorted; the run
             directory records what changed in ``distortion.json`` (:mod:`auglabel.data.distortions`).
+        image_size, num_workers, crop_scale: for streamed datasets (``image_folder_stream``,
+            :mod:`auglabel.data.streaming`) only: output side, decoding worker processes, and the smallest
+            area fraction of the training random-resized crop (>= 1: resize + centre crop as for evaluation).
     """
 
     name: str = "fashion_mnist"
@@ -36,6 +39,9 @@ class DataConfig:
     test_subset: Optional[int] = None
     imbalance_ratio: float = 1.0
     noise_ratio: float = 0.0
+    image_size: Optional[int] = None
+    num_workers: int = 2
+    crop_scale: float = 0.08
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""Mini-batches of a :class:`~.streaming.StreamingImageFolder`, decoded in DataLoader worker processes.
+
+The same interface and the same order as :class:`~.loader.DeviceLoader` (``__iter__``, ``__len__``,
+``set_epoch``, ``iter_from(step)``, ``num_samples``, ``batch_size``, ``seed``, ``rank``, ``world_size``):
+
+* training: one permutation per epoch from the generator ``DeviceLoader`` uses (``seed * 100_003 + epoch``,
+  identical on every rank), each global batch cut into ``world_size`` equal slices, the last incomplete
+  global batch dropped: the same rows in the same steps as the in-memory loader over the same indices, so
+  shards are disjoint, cover the epoch and every rank has the same number of steps;
+* evaluation: rank r takes rows ``r, r + W, ...`` (exact shards: nothing duplicated, nothing missing);
+* ``iter_from(step)`` yields exactly the batches the full iteration yields from ``step`` on (the random crops
+  are seeded per sample by (seed, epoch, dataset index), not by worker or position).
+
+Workers (``num_workers``, 0: decode in this process) return uint8 batches with their dataset indices; this
+process moves them to the device (pinned when it is CUDA), divides by 255 and builds the
+:class:`~auglabel.batch.Batch`, so augmentation runs batched on the device as with in-memory data.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..batch import Batch
+from ..errors import ConfigError, DataError
+from .streaming import StreamingImageFolder
+
+
+class _Decoder(Dataset):
+    """Items keyed by ``(row, epoch)``: (uint8 image or None, row, label, error message or None)."""
+
+    def __init__(self, dataset: StreamingImageFolder, train: bool, seed: int):
+        self.dataset, self.train, self.seed = dataset, train, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor | None, int, int, str | None]:
+        row, epoch = key
+        label = int(self.dataset.labels[row])
+        try:
+            return self.dataset.decode(row, train=self.train, seed=self.seed, epoch=epoch), row, label, None
+        except DataError as exc:  # raised in this process with one line, not as a worker traceback
+            return None, row, label, str(exc)
+
+
+def _collate(items: list[tuple[Tensor | None, int, int, str | None]]) -> dict[str, Any]:
+    errors = [error for _, _, _, error in items if error is not None]
+    if errors:
+        return {"error": errors[0]}
+    return {"images": torch.stack([image for image, _, _, _ in items]),
+            "index": torch.tensor([row for _, row, _, _ in items], dtype=torch.int64),
+            "labels": torch.tensor([label for _, _, label, _ in items], dtype=torch.int64)}
+
+
+class _Plan:
+    """The batch sampler of the persistent DataLoader: the keys of the batches of the current iteration."""
+
+    def __init__(self) -> None:
+        self.batches: list[Tensor] = []
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batches, epoch = self.batches, self.epoch  # keys made lazily: no per-epoch list of every sample
+        return ([(row, epoch) for row in rows.tolist()] for rows in batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamingLoader:
+    """Iterates :class:`~auglabel.batch.Batch` objects over ``indices`` of a streamed dataset.
+
+    Args:
+        dataset: the :class:`StreamingImageFolder` (its labels are the batch labels).
+        indices, num_classes, batch_size, train, seed, device, rank, world_size: as for ``DeviceLoader``.
+        num_workers: decoding processes (0: decode in this process).
+        prefetch_factor: batches each worker decodes ahead.
+    """
+
+    def __init__(self, dataset: StreamingImageFolder, indices: Tensor, num_classes: int, batch_size: int, *,
+                 train: bool, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 num_workers: int = 2, prefetch_factor: int = 4):
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        if train and batch_size % world_size:
+            raise ConfigError(f"batch size {batch_size} is not divisible by {world_size} processes")
+        if train and len(indices) < batch_size:
+            raise ConfigError(f"training split has {len(indices)} samples, fewer than one batch of {batch_size}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.dataset = dataset
+        self.labels = dataset.labels
+        self.indices = torch.as_tensor(indices).to(torch.int64)
+        self.num_classes, self.batch_size, self.train, self.seed = num_classes, batch_size, train, seed
+        self.device = torch.device(device)
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
+        self._decoder = _Decoder(dataset, train, seed)
+        self._plan = _Plan()
+        self._loader: DataLoader | None = None
+
+    @property
+    def images(self) -> Tensor:
+        return self.dataset.images  # a one-line DataError: there is no in-memory tensor
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> Tensor:  # DeviceLoader._order, verbatim: the same rows in the same steps
+        if not self.train:
+            return self.indices[self.rank::self.world_size]
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return self.indices[torch.randperm(len(self.indices), generator=generator)]
+
+    def __len__(self) -> int:
+        if self.train:
+            return len(self.indices) // self.batch_size
+        shard = len(self.indices[self.rank::self.world_size])
+        return -(-shard // self.batch_size)
+
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        if self.train:
+            return len(self) * (self.batch_size // self.world_size)
+        return len(self.indices[self.rank::self.world_size])
+
+    def batch_rows(self, start_step: int = 0) -> list[Tensor]:
+        """The dataset rows of this rank's batches from step ``start_step`` on (this epoch)."""
+        order = self._order()
+        if self.train:
+            local = self.batch_size // self.world_size
+            return [order[step * self.batch_size + self.rank * local:][:local] for step in range(start_step, len(self))]
+        return [order[start:start + self.batch_size]
+                for start in range(start_step * self.batch_size, len(order), self.batch_size)]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start_step: int) -> Iterator[Batch]:
+        """The epoch's batches from step ``start_step`` on (0-based), as the full iteration yields them."""
+        batches = self.batch_rows(start_step)
+        if not batches:
+            return
+        if self.num_workers == 0:
+            for rows in batches:
+                yield self._to_batch(_collate([self._decoder[(row, self.epoch)] for row in rows.tolist()]))
+            return
+        self._plan.batches, self._plan.epoch = batches, self.epoch
+        for item in self._dataloader():
+            yield self._to_batch(item)
+
+    def _dataloader(self) -> DataLoader:
+        if self._loader is None:
+            self._loader = DataLoader(self._decoder, batch_sampler=self._plan, num_workers=self.num_workers,
+                                      collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                                      persistent_workers=True, prefetch_factor=self.prefetch_factor)
+        return self._loader
+
+    def _to_batch(self, item: dict[str, Any]) -> Batch:
+        if "error" in item:
+            raise DataError(item["error"])
+        images = item["images"].to(self.device, non_blocking=True)
+        return Batch(inputs=images.float().div_(255.0), labels=item["labels"].to(self.device, non_blocking=True),
+                     index=item["index"].to(self.device, non_blocking=True), num_classes=self.num_classes)
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is garbage-collected)."""
+        iterator = getattr(self._loader, "_iterator", None) if self._loader is not None else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._loader = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  interpreter shutdown
+            pass
