@@ -68,7 +68,13 @@ def setup(device_name: str = "auto", timeout_s: float | None = None) -> DistCont
 
 
 def teardown() -> None:
+    """Leave the process group; every process first waits for the others, so none exits (and tears down
+    its gloo threads) while a peer is still in its last collective."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
