@@ -20,7 +20,45 @@ from ..batch import Batch
 from ..errors import ConfigError
 
 
-class DeviceLoader:
+class EpochOrder:
+    """The data order every loader shares: a seeded permutation per epoch for training, cut into global
+    batches of which each rank takes its slice; ``rank::world_size`` shards for evaluation (exact, complete).
+
+    Needs ``indices``, ``batch_size``, ``train``, ``seed``, ``rank``, ``world_size`` and ``epoch`` attributes.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> Tensor:
+        if not self.train:
+            return self.indices[self.rank::self.world_size]
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return self.indices[torch.randperm(len(self.indices), generator=generator)]
+
+    def __len__(self) -> int:
+        if self.train:
+            return len(self.indices) // self.batch_size
+        shard = len(self.indices[self.rank::self.world_size])
+        return -(-shard // self.batch_size)
+
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch."""
+        if self.train:
+            return len(self) * (self.batch_size // self.world_size)
+        return len(self.indices[self.rank::self.world_size])
+
+    def batch_rows(self, start_step: int = 0) -> list[Tensor]:
+        """The dataset rows of this rank's batches from step ``start_step`` on (this epoch)."""
+        order = self._order()
+        if self.train:
+            local = self.batch_size // self.world_size
+            return [order[step * self.batch_size + self.rank * local:][:local] for step in range(start_step, len(self))]
+        return [order[start:start + self.batch_size]
+                for start in range(start_step * self.batch_size, len(order), self.batch_size)]
+
+
+class DeviceLoader(EpochOrder):
     """Iterates :class:`~auglabel.batch.Batch` objects over ``indices`` of an image dataset.
 
     Args:
@@ -57,42 +95,14 @@ class DeviceLoader:
         self.world_size = world_size
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> Tensor:
-        if not self.train:
-            return self.indices[self.rank::self.world_size]
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return self.indices[torch.randperm(len(self.indices), generator=generator)]
-
-    def __len__(self) -> int:
-        if self.train:
-            return len(self.indices) // self.batch_size
-        shard = len(self.indices[self.rank::self.world_size])
-        return -(-shard // self.batch_size)
-
-    def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
-        if self.train:
-            return len(self) * (self.batch_size // self.world_size)
-        return len(self.indices[self.rank::self.world_size])
-
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
 
     def iter_from(self, start_step: int) -> Iterator[Batch]:
         """The epoch's batches from training step ``start_step`` on (0-based): the same batches the full
         iteration yields there, so a run resumed in the middle of an epoch sees the same data order."""
-        order = self._order()
-        if self.train:
-            local = self.batch_size // self.world_size
-            for step in range(start_step, len(self)):
-                start = step * self.batch_size + self.rank * local
-                yield self._batch(order[start:start + local])
-        else:
-            for start in range(start_step * self.batch_size, len(order), self.batch_size):
-                yield self._batch(order[start:start + self.batch_size])
+        for rows in self.batch_rows(start_step):
+            yield self._batch(rows)
 
     def _batch(self, rows: Tensor) -> Batch:
         rows_here = rows.to(self.images.device)

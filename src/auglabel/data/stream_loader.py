@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..batch import Batch
 from ..errors import ConfigError, DataError
+from .loader import EpochOrder
 from .streaming import StreamingImageFolder
 
 
@@ -70,7 +71,7 @@ class _Plan:
         return len(self.batches)
 
 
-class StreamingLoader:
+class StreamingLoader(EpochOrder):
     """Iterates :class:`~auglabel.batch.Batch` objects over ``indices`` of a streamed dataset.
 
     Args:
@@ -105,36 +106,6 @@ class StreamingLoader:
     @property
     def images(self) -> Tensor:
         return self.dataset.images  # a one-line DataError: there is no in-memory tensor
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> Tensor:  # DeviceLoader._order, verbatim: the same rows in the same steps
-        if not self.train:
-            return self.indices[self.rank::self.world_size]
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return self.indices[torch.randperm(len(self.indices), generator=generator)]
-
-    def __len__(self) -> int:
-        if self.train:
-            return len(self.indices) // self.batch_size
-        shard = len(self.indices[self.rank::self.world_size])
-        return -(-shard // self.batch_size)
-
-    def num_samples(self) -> int:
-        """Samples this rank sees per epoch."""
-        if self.train:
-            return len(self) * (self.batch_size // self.world_size)
-        return len(self.indices[self.rank::self.world_size])
-
-    def batch_rows(self, start_step: int = 0) -> list[Tensor]:
-        """The dataset rows of this rank's batches from step ``start_step`` on (this epoch)."""
-        order = self._order()
-        if self.train:
-            local = self.batch_size // self.world_size
-            return [order[step * self.batch_size + self.rank * local:][:local] for step in range(start_step, len(self))]
-        return [order[start:start + self.batch_size]
-                for start in range(start_step * self.batch_size, len(order), self.batch_size)]
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
