@@ -213,7 +213,7 @@ def cmd_data(argv: Sequence[str]) -> int:
     if not argv or argv[0] != "corrupt":
         if argv and argv[0] in ("-h", "--help"):
             print("usage: auglabel data corrupt DATASET [--root R] [--out DIR] [--corruptions a,b] "
-                  "[--subsample N] [--seed S]")
+                  "[--subsample N] [--seed S] [--image_size PX]")
             return 0
         raise AuglabelError(f"unknown data action {argv[0] if argv else ''!r}; use: auglabel data corrupt DATASET")
     parser = ArgumentParser(prog="auglabel data corrupt", description="write a dataset's -C test set")
@@ -223,11 +223,13 @@ def cmd_data(argv: Sequence[str]) -> int:
     parser.add_argument("--corruptions", type=Optional[str], default=None, help="comma-separated (default all 19)")
     parser.add_argument("--subsample", type=Optional[int], default=None, help="a stratified subsample of the test set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image_size", type=Optional[int], default=None,
+                        help="image_folder_stream only: the side its test images are decoded at")
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads")
     args = parser.parse_args(argv[1:])
     _set_threads(args.threads)
     out = corrupt_dataset(args.dataset, root=args.root, out=args.out, corruptions=args.corruptions,
-                          subsample=args.subsample, seed=args.seed)
+                          subsample=args.subsample, seed=args.seed, image_size=args.image_size)
     print(f"-C set written to {out}")
     return 0
 

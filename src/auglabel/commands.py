@@ -1,4 +1,7 @@
-"""What the CLI's evaluate, calibrate and demo commands do, as plain functions (usable from Python)."""
+"""What the CLI's evaluate, calibrate and demo commands do, as plain functions (usable from Python).
+
+Runs trained on a streamed image folder (``data.name: image_folder_stream``) are evaluated and calibrated from
+streaming loaders (evaluation transform, ``data.num_workers`` decoding processes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +10,8 @@ from typing import Any
 import torch
 
 from .data.loader import DeviceLoader
+from .data.stream_loader import StreamingLoader
+from .data.streaming import StreamingImageFolder, is_streamed
 from .engine.evaluate import evaluate
 from .engine.runs import LoadedRun, load_run
 from .errors import ConfigError, DataError
@@ -14,9 +19,13 @@ from .metrics import CalibrationStats
 from .report.plots import reliability_diagram
 
 
-def _loader(run: LoadedRun, split: str, device: torch.device | str, rank: int = 0, world_size: int = 1) -> DeviceLoader:
+def _loader(run: LoadedRun, split: str, device: torch.device | str, rank: int = 0,
+            world_size: int = 1) -> DeviceLoader | StreamingLoader:
     s = run.splits
     dataset, indices = (s.test_set, s.test_idx) if split == "test" else (s.train_set, s.val_idx)
+    if isinstance(dataset, StreamingImageFolder):
+        return StreamingLoader(dataset, indices, dataset.num_classes, run.cfg.train.eval_batch_size, train=False,
+                               device=device, rank=rank, world_size=world_size, num_workers=run.cfg.data.num_workers)
     return DeviceLoader(dataset.images, dataset.labels, indices, dataset.num_classes,
                         run.cfg.train.eval_batch_size, train=False, device=device, rank=rank, world_size=world_size)
 
@@ -35,20 +44,29 @@ def evaluate_run(run_dir: str | Path, device: str = "cpu", **suite: Any) -> dict
 
 def corrupt_dataset(dataset: str, root: str | None = None, out: str | None = None,
                     corruptions: str | list[str] | None = None, subsample: int | None = None,
-                    seed: int = 0) -> Path:
-    """Write the -C set of a dataset's test split (default: into the cache ``evaluate`` reads)."""
+                    seed: int = 0, image_size: int | None = None) -> Path:
+    """Write the -C set of a dataset's test split (default: into the cache ``evaluate`` reads).
+
+    A streamed dataset (``image_folder_stream``) needs ``image_size``: its selected test images are decoded at
+    that size by the evaluation transform first (``auglabel evaluate RUN --suite corruptions`` does this itself).
+    """
     from .data import load_dataset, subsample_indices
     from .robustness.corruption_data import check_corruption_names, corrupted_cache_dir, generate_corrupted_set
+    from .robustness.sources import selection_images
     from .robustness.suite import parse_list
 
     names = check_corruption_names(parse_list(corruptions))
-    test = load_dataset(dataset, "test", root=root)
+    if is_streamed(dataset) and image_size is None:
+        raise ConfigError(f"the streamed dataset {dataset!r} is decoded at a chosen size: pass image_size (or "
+                          f"evaluate a run trained on it with --suite corruptions, which uses its data.image_size)")
+    options = {"image_size": image_size} if is_streamed(dataset) else {}
+    test = load_dataset(dataset, "test", root=root, **options)
     indices = torch.arange(len(test))
     if subsample is not None:
         if subsample > len(test):
             raise ConfigError(f"--subsample {subsample} exceeds the {len(test)} test images of {dataset}")
         indices = subsample_indices(test.labels, subsample, seed)
-    images, labels = test.images[indices], test.labels[indices]
+    images, labels = selection_images(test, indices, purpose="-C generation"), test.labels[indices]
     target = Path(out) if out else corrupted_cache_dir(test.name, indices, seed, images)
     return generate_corrupted_set(images, labels, target, names, seed)
 
@@ -90,7 +108,11 @@ def calibrate_run(run_dir: str | Path, device: str = "cpu", method: str = "tempe
 
     def logits_of(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loader = _loader(run, split, dev, *shard)
-        _, logits, labels = evaluate(run.model, loader, keep_logits=True, reduce=False)
+        try:
+            _, logits, labels = evaluate(run.model, loader, keep_logits=True, reduce=False)
+        finally:
+            if isinstance(loader, StreamingLoader):
+                loader.close()
         return logits, labels, torch.arange(len(loader.indices))[shard[0]::shard[1]]
 
     val_logits, val_labels, val_index = logits_of("val")

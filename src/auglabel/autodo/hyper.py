@@ -14,6 +14,11 @@ validation split of the same size:
    ``-d/dlambda (dL/dtheta . p)`` (:func:`auglabel.functional.hypergradient.implicit_hypergradient`);
 4. an optimiser step (RMSprop, lr 0.05, by default) on the tables.
 
+The pass's training batches are the epoch's training samples as training gets them from its loader (for a
+streamed folder: decoded with the training transform), before the learned augmentation; its validation batches
+are clean (streamed: the evaluation transform), so a validation sample's features are the same in every batch.
+Both are shuffled loaders of the training / validation loader's own kind (``loader.shuffled``).
+
 The model is in eval mode during the pass (BatchNorm uses its running statistics, as ``encoder.eval()`` in the
 reference code), and it does not change.  Under DDP every rank takes its slice of each global batch; v, the
 Hessian-vector products and the table gradients are all-reduced by hand, so every rank makes the same update.
@@ -31,9 +36,10 @@ from torch import Tensor, nn
 
 from .. import distributed
 from ..batch import Batch
-from ..data.loader import DeviceLoader
+from ..data.loader import EpochOrder
 from ..errors import ConfigError
 from ..functional.hypergradient import implicit_hypergradient
+from ..models.compiled import eager
 from .optim import OPTIMIZERS, RowSGD
 from .tables import HyperLeaf
 
@@ -123,18 +129,28 @@ def mean_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
     return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
-def _shuffled(loader: DeviceLoader, batch_size: int, seed: int) -> DeviceLoader:
-    """A shuffled loader over ``loader``'s indices with this global batch size (each rank its slice)."""
+def _shuffled(loader: EpochOrder, batch_size: int, seed: int, *, clean: bool = False) -> EpochOrder:
+    """A shuffled loader of ``loader``'s kind over its indices with this global batch size (each rank its
+    slice); ``clean``: samples decoded without training randomness (streamed data; in memory, the same)."""
     world = loader.world_size
     size = min(batch_size, len(loader.indices) // world * world)
     if size < world:
         raise ConfigError(f"autodo: the validation split ({len(loader.indices)} samples) is too small for a "
                           f"hyper batch on {world} processes")
-    return DeviceLoader(loader.images, loader.labels, loader.indices, loader.num_classes, size, train=True,
-                        seed=seed, device=loader.device, rank=loader.rank, world_size=world)
+    shuffled = getattr(loader, "shuffled", None)
+    if shuffled is None:
+        raise ConfigError(f"autodo: its hyper step needs a loader with a shuffled(batch_size, seed) method; "
+                          f"{type(loader).__name__} has none")
+    return shuffled(size, seed, clean=clean)
 
 
-def _cycle(loader: DeviceLoader, epoch: int) -> Iterator[Batch]:
+def _close(loader: EpochOrder) -> None:
+    close = getattr(loader, "close", None)  # a streamed loader's worker processes
+    if close is not None:
+        close()
+
+
+def _cycle(loader: EpochOrder, epoch: int) -> Iterator[Batch]:
     for cycle in range(1_000_000):
         loader.set_epoch(epoch * 1_000 + cycle)
         yield from loader
@@ -184,8 +200,9 @@ def hyper_pass(context: Any, owner: nn.Module, settings: HyperSettings, optimize
     theta = list(head.parameters())
     train = _shuffled(context.train_loader, context.train_loader.batch_size, context.train_loader.seed + 7_919)
     train.set_epoch(context.epoch)
-    val = _cycle(_shuffled(context.val_loader, context.train_loader.batch_size,
-                           context.train_loader.seed + 15_485), context.epoch)
+    val_loader = _shuffled(context.val_loader, context.train_loader.batch_size, context.train_loader.seed + 15_485,
+                           clean=True)
+    val = _cycle(val_loader, context.epoch)
     val_features = ValidationFeatures(context.val_loader.indices.to(context.val_loader.device))
     generator = torch.Generator(device=context.generator.device)
     generator.manual_seed(context.generator.initial_seed() + 104_729)
@@ -203,7 +220,7 @@ def hyper_pass(context: Any, owner: nn.Module, settings: HyperSettings, optimize
             augmented, aug_leaves = augment.hyper_forward(batch, generator=generator, model=model)
             leaves: list[HyperLeaf] = aug_leaves + owner.hyper_leaves(augmented.index)
             if aug_leaves:
-                logits = model(augmented.inputs)
+                logits = eager(model)(augmented.inputs)  # a compiled forward cannot be differentiated twice
             else:  # nothing before the head depends on the hyperparameters
                 with torch.no_grad():
                     _, features = model(augmented.inputs, return_features=True)
@@ -218,4 +235,7 @@ def hyper_pass(context: Any, owner: nn.Module, settings: HyperSettings, optimize
             growth += g
     finally:
         model.train(was_training)
+        val.close()
+        _close(train)
+        _close(val_loader)
     return dict(zip(HYPER_SCALARS, (lr, float(val_loss) / batches, float(growth) / batches, float(batches))))

@@ -95,6 +95,13 @@ class DeviceLoader(EpochOrder):
         self.world_size = world_size
         self.epoch = 0
 
+    def shuffled(self, batch_size: int, seed: int, *, clean: bool = False) -> DeviceLoader:
+        """A training-order loader (a permutation per epoch, the last incomplete global batch dropped) over the
+        same rows, labels, device and shard with this global ``batch_size`` and ``seed``; ``clean`` changes
+        nothing here (in-memory samples are the stored pixels), it matters for streamed data."""
+        return DeviceLoader(self.images, self.labels, self.indices, self.num_classes, batch_size, train=True,
+                            seed=seed, device=self.device, rank=self.rank, world_size=self.world_size)
+
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
 

@@ -9,7 +9,12 @@ The same interface and the same order as :class:`~.loader.DeviceLoader` (``__ite
   shards are disjoint, cover the epoch and every rank has the same number of steps;
 * evaluation: rank r takes rows ``r, r + W, ...`` (exact shards: nothing duplicated, nothing missing);
 * ``iter_from(step)`` yields exactly the batches the full iteration yields from ``step`` on (the random crops
-  are seeded per sample by (seed, epoch, dataset index), not by worker or position).
+  are seeded per sample by (seed, epoch, dataset index), not by worker or position);
+* ``shuffled(batch_size, seed, clean=)``: a training-order loader of the same data (AutoDO's hyper pass), whose
+  samples are decoded as training decodes them or, with ``clean``, by the evaluation transform.
+
+:func:`decode_images` decodes chosen rows (evaluation transform) into one in-memory uint8 tensor, for the
+features that work on image tensors (the robustness suites on a test subsample).
 
 Workers (``num_workers``, 0: decode in this process) return uint8 batches with their dataset indices; this
 process moves them to the device (pinned when it is CUDA), divides by 255 and builds the
@@ -27,6 +32,9 @@ from ..batch import Batch
 from ..errors import ConfigError, DataError
 from .loader import EpochOrder
 from .streaming import StreamingImageFolder
+
+#: rows decoded per batch by :func:`decode_images`
+DECODE_BATCH = 256
 
 
 class _Decoder(Dataset):
@@ -79,11 +87,13 @@ class StreamingLoader(EpochOrder):
         indices, num_classes, batch_size, train, seed, device, rank, world_size: as for ``DeviceLoader``.
         num_workers: decoding processes (0: decode in this process).
         prefetch_factor: batches each worker decodes ahead.
+        train_transform: decode with the training transform (random-resized crop); None: as ``train``.
+            ``train=True, train_transform=False`` is a shuffled loader of clean (evaluation-transform) samples.
     """
 
     def __init__(self, dataset: StreamingImageFolder, indices: Tensor, num_classes: int, batch_size: int, *,
                  train: bool, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 num_workers: int = 2, prefetch_factor: int = 4):
+                 num_workers: int = 2, prefetch_factor: int = 4, train_transform: bool | None = None):
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         if train and batch_size % world_size:
@@ -99,7 +109,8 @@ class StreamingLoader(EpochOrder):
         self.device = torch.device(device)
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
-        self._decoder = _Decoder(dataset, train, seed)
+        self.train_transform = train if train_transform is None else bool(train_transform)
+        self._decoder = _Decoder(dataset, self.train_transform, seed)
         self._plan = _Plan()
         self._loader: DataLoader | None = None
 
@@ -107,21 +118,34 @@ class StreamingLoader(EpochOrder):
     def images(self) -> Tensor:
         return self.dataset.images  # a one-line DataError: there is no in-memory tensor
 
+    def shuffled(self, batch_size: int, seed: int, *, clean: bool = False) -> StreamingLoader:
+        """A training-order loader (a permutation per epoch, the last incomplete global batch dropped) over the
+        same rows, device, shard and workers with this global ``batch_size`` and ``seed``; its samples are
+        decoded by this loader's transform or, with ``clean``, by the evaluation transform (no random crop).
+        Call its :meth:`close` when done with it."""
+        return StreamingLoader(self.dataset, self.indices, self.num_classes, batch_size, train=True, seed=seed,
+                               device=self.device, rank=self.rank, world_size=self.world_size,
+                               num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
+                               train_transform=False if clean else self.train_transform)
+
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
 
     def iter_from(self, start_step: int) -> Iterator[Batch]:
         """The epoch's batches from step ``start_step`` on (0-based), as the full iteration yields them."""
-        batches = self.batch_rows(start_step)
+        for item in self._items(self.batch_rows(start_step)):
+            yield self._to_batch(item)
+
+    def _items(self, batches: list[Tensor]) -> Iterator[dict[str, Any]]:
+        """The collated uint8 items (on the host) of ``batches`` of rows, in order."""
         if not batches:
             return
         if self.num_workers == 0:
             for rows in batches:
-                yield self._to_batch(_collate([self._decoder[(row, self.epoch)] for row in rows.tolist()]))
+                yield _collate([self._decoder[(row, self.epoch)] for row in rows.tolist()])
             return
         self._plan.batches, self._plan.epoch = batches, self.epoch
-        for item in self._dataloader():
-            yield self._to_batch(item)
+        yield from self._dataloader()
 
     def _dataloader(self) -> DataLoader:
         if self._loader is None:
@@ -149,3 +173,22 @@ class StreamingLoader(EpochOrder):
             self.close()
         except Exception:  # noqa: BLE001  interpreter shutdown
             pass
+
+
+def decode_images(dataset: StreamingImageFolder, indices: Tensor, *, num_workers: int = 0) -> Tensor:
+    """Rows ``indices`` of ``dataset`` decoded by the evaluation transform (resize, centre crop) into one uint8
+    (N, C, S, S) tensor on the host, in the order of ``indices``; DataError (one line) for an unreadable file."""
+    indices = torch.as_tensor(indices, dtype=torch.int64)
+    if len(indices) == 0:
+        return torch.empty((0, *dataset.image_shape), dtype=torch.uint8)
+    loader = StreamingLoader(dataset, indices, dataset.num_classes, DECODE_BATCH, train=False,
+                             num_workers=min(num_workers, -(-len(indices) // DECODE_BATCH)))
+    try:
+        parts = []
+        for item in loader._items(loader.batch_rows()):
+            if "error" in item:
+                raise DataError(item["error"])
+            parts.append(item["images"])
+    finally:
+        loader.close()
+    return torch.cat(parts)

@@ -14,8 +14,10 @@ DataLoader worker processes (:class:`~.stream_loader.StreamingLoader`) and broug
 
 Images are returned as uint8 (C, S, S) tensors (grey if the first image is grey, else RGB), batched with
 their dataset index and label, and become the same :class:`~auglabel.batch.Batch` as in-memory data on the
-device, where augmentation runs batched as before.  Whole-dataset tensors (``.images``) do not exist here:
-features that need them (robustness suites, AutoDO's hyper-step) stop with a one-line error.
+device, where augmentation runs batched as before.  Whole-dataset tensors (``.images``) do not exist here
+(reading one is a one-line DataError): AutoDO's hyper pass takes shuffled streaming loaders
+(``StreamingLoader.shuffled``), ``evaluate`` / ``calibrate`` stream their splits, and the robustness suites that
+work on image tensors decode just their test selection (:func:`~.stream_loader.decode_images`).
 """
 from __future__ import annotations
 
@@ -96,8 +98,9 @@ class StreamingImageFolder:
 
     @property
     def images(self) -> Tensor:
-        raise DataError(f"dataset {self.name!r} is streamed from disk and has no in-memory image tensor; "
-                        "this feature needs an in-memory dataset (e.g. data.name: imagefolder)")
+        raise DataError(f"dataset {self.name!r} is streamed from disk and has no in-memory image tensor; decode "
+                        "the rows needed (auglabel.data.stream_loader.decode_images) or use an in-memory dataset "
+                        "(e.g. data.name: imagefolder)")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..labels import LABEL_STRATEGIES, LabelStrategy
 from ..batch import Batch
 from ..models import build_model
+from ..models.compiled import compile_model
 from ..models.custom import accepts_return_features
 from .config import ExperimentConfig
 from .objects import NO_OBJECTS, HandedIn, as_classifier
@@ -165,6 +166,8 @@ def build_step(cfg: ExperimentConfig, splits: Splits, device: torch.device | str
     step = TrainingStep(model, augment, label_strategy,
                         autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None, channels_last=t.channels_last)
     step.setup(component_spec(model, splits, device))
+    if t.compile:  # after setup's dry forward, so the first compilation is a training one
+        compile_model(model, mode=t.compile_mode, device=device)
     return step.to(device)
 
 

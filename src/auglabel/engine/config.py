@@ -88,6 +88,7 @@ class OptimConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -100,6 +101,11 @@ class TrainConfig:
             unchanged; evaluation is always fp32.
         channels_last: keep the model and its training inputs in channels-last memory format
             (faster convolutions on tensor cores); the numbers are the same up to float rounding.
+        compile: ``torch.compile`` the model's forward (TorchInductor, compiled in place: checkpoints and
+            state_dict keys are unchanged); the first steps and each new input shape or train/eval switch pay a
+            compilation.  Hyper steps that differentiate twice (AutoDO) run the model eagerly.
+        compile_mode: torch.compile's ``mode``: default, reduce-overhead (CUDA graphs), max-autotune or
+            max-autotune-no-cudagraphs.
         keep_best: also keep the weights of the epoch with the best clean validation accuracy and
             report their test metrics as ``best_val`` in metrics.json (the mixup-calibration
             paper's "best validation epoch").
@@ -124,6 +130,8 @@ class TrainConfig:
     deterministic: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
     keep_best: bool = True
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 10.0
@@ -158,6 +166,8 @@ class ExperimentConfig:
         _check(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
         _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1, got {t.threads}")
         _check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+        _check(t.compile_mode in COMPILE_MODES,
+               f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}")
         _check(t.checkpoint_every_steps >= 0,
                f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
         _check(t.checkpoint_every_minutes >= 0,

@@ -14,8 +14,10 @@ the dry-run compatibility check, device moves, DDP, checkpoints.
 * ``augmentation``: an :class:`~auglabel.augment.Augmentation`; ``label_strategy``: a
   :class:`~auglabel.labels.LabelStrategy`.
 * ``train_data`` and ``test_data`` (together): :class:`~auglabel.data.ImageDataset` (uint8 images, int64
-  labels); ``data.val_size``, ``train_subset``, ``test_subset``, ``imbalance_ratio`` and ``noise_ratio``
-  apply to them as to a named dataset.
+  labels) or :class:`~auglabel.data.StreamingImageFolder` (decoded from disk as ``image_folder_stream`` is,
+  in ``data.num_workers`` processes; e.g. ``load_dataset("image_folder_stream", "train", root=R,
+  image_size=S)``); ``data.val_size``, ``train_subset``, ``test_subset``, ``imbalance_ratio`` and
+  ``noise_ratio`` apply to them as to a named dataset.  Both must have samples of the same shape.
 
 The resolved ``config.yaml`` records each handed-in section as ``{name: object, params: {class: ...}}``
 (``data: {name: object, ...}``), since no config can rebuild a Python object.  Resuming such a run, or
@@ -32,6 +34,7 @@ from torch import nn
 
 from ..augment import Augmentation
 from ..data import ImageDataset
+from ..data.streaming import StreamingImageFolder, sample_shape
 from ..errors import ConfigError
 from ..labels import LabelStrategy
 from ..models.custom import accepts_return_features, wrap_module
@@ -40,6 +43,8 @@ from .config import ComponentConfig, ExperimentConfig
 #: The registry name a config section gets when its component was handed in as an object.
 OBJECT = "object"
 #: config section -> (HandedIn field / keyword, what it must be, and that type's public name).
+#: what ``train_data`` / ``test_data`` may be
+DATASET_TYPES = (ImageDataset, StreamingImageFolder)
 SECTIONS = {"model": ("model", nn.Module, "torch.nn.Module"),
             "augment": ("augmentation", Augmentation, "auglabel.Augmentation"),
             "labels": ("label_strategy", LabelStrategy, "auglabel.LabelStrategy")}
@@ -56,8 +61,8 @@ class HandedIn:
     model: nn.Module | None = None
     augmentation: Augmentation | None = None
     label_strategy: LabelStrategy | None = None
-    train_data: ImageDataset | None = None
-    test_data: ImageDataset | None = None
+    train_data: ImageDataset | StreamingImageFolder | None = None
+    test_data: ImageDataset | StreamingImageFolder | None = None
 
     def __post_init__(self) -> None:
         for field_name, kind, public in SECTIONS.values():
@@ -69,12 +74,15 @@ class HandedIn:
             raise ConfigError("train_data and test_data are handed in together (or neither: data from the config)")
         for name in ("train_data", "test_data"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, ImageDataset):
-                raise ConfigError(f"{name} must be an auglabel.ImageDataset (uint8 images, int64 labels), "
-                                  f"got {type(value).__name__}")
+            if value is not None and not isinstance(value, DATASET_TYPES):
+                raise ConfigError(f"{name} must be an auglabel.ImageDataset (uint8 images, int64 labels) or an "
+                                  f"auglabel.data.StreamingImageFolder, got {type(value).__name__}")
         if self.train_data is not None and self.train_data.num_classes != self.test_data.num_classes:
             raise ConfigError(f"train_data has {self.train_data.num_classes} classes, test_data "
                               f"{self.test_data.num_classes}")
+        if self.train_data is not None and sample_shape(self.train_data) != sample_shape(self.test_data):
+            raise ConfigError(f"train_data has samples of shape {sample_shape(self.train_data)}, test_data "
+                              f"{sample_shape(self.test_data)}")
 
     def _given(self, section: str):  # noqa: ANN202
         return self.train_data if section == "data" else getattr(self, SECTIONS[section][0])

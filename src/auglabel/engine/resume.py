@@ -25,7 +25,7 @@ from .config import ExperimentConfig
 MAY_CHANGE_ON_RESUME = frozenset({
     "run_dir", "data.root", "train.epochs", "train.device", "train.threads", "train.deterministic",
     "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.check_every_steps",
-    "train.collective_timeout_s",
+    "train.collective_timeout_s", "train.compile", "train.compile_mode",
 })
 _MISSING = "<absent>"
 

@@ -11,7 +11,8 @@ or written.  Results are merged into ``metrics.json``; ``robustness.md`` and the
 from the merged metrics.  The clean suite on the whole test split also draws ``reliability.png``
 (equal-width or, with ``reliability_bins="equal_mass"``, equal-mass bins; so is
 ``reliability_corrupted.png``) and ``risk_coverage.png`` (selective risk against coverage, AURC and
-AUGRC in the legend).
+AUGRC in the legend).  Runs trained on a streamed image folder are evaluated too (:mod:`.sources`): the
+clean suite streams its splits, the others decode the test selection (evaluation transform) into memory.
 """
 from __future__ import annotations
 
@@ -39,12 +40,15 @@ from .corruption_data import (FORMAT_VERSION, CorruptedSet, check_corruption_nam
                               generate_corrupted_set, images_digest)
 from .ood import OOD_SCORES, gaussian_noise_like, ood_detection, ood_logits
 from .perturbations import mean_flip_probability, perturbation_flip_rates
+from .sources import is_streamed, noise_reference, predict_logits, selection_images, split_logits
 
 SUITES = ("clean", "corruptions", "perturbations", "adversarial", "ood")
 #: The OOD dataset used when none is named (skipped with a note when it is not installed).
 DEFAULT_OOD_DATASETS = {"fashion_mnist": "digits", "mnist": "fashion_mnist", "digits": "fashion_mnist",
                         "cifar10": "svhn", "cifar100": "svhn", "svhn": "cifar10"}
 CELL_KEYS = ("accuracy", "ece", "rms_ce", "oe", "brier", "nll")
+#: The suites that work on a tensor of the test images (decoded into memory for a streamed dataset).
+IMAGE_SUITES = ("corruptions", "perturbations", "adversarial", "ood")
 #: ``--reliability_bins``: the bins of the reliability diagrams ``evaluate`` draws.
 RELIABILITY_BINS = ("equal_width", "equal_mass")
 
@@ -145,13 +149,6 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---- evaluation ----
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Logits (N, K) on CPU of uint8 images (N, C, H, W), converted to [0, 1] batch by batch on ``device``."""
-    outputs = [model(chunk.to(device).float().div_(255.0)).float().cpu() for chunk in images.split(batch_size)]
-    return torch.cat(outputs)
-
-
 def _stats(logits: Tensor, labels: Tensor) -> CalibrationStats:
     stats = CalibrationStats()
     stats.update(logits, labels)
@@ -174,8 +171,14 @@ class _Plan:
             if request.subsample > len(test_idx):
                 raise ConfigError(f"--subsample {request.subsample} exceeds the {len(test_idx)} test images of {run.run_dir}")
             test_idx = test_idx[subsample_indices(splits.test_set.labels[test_idx], request.subsample, request.seed)]
-        self.test_idx = test_idx
-        self.images, self.labels = splits.test_set.images[test_idx], splits.test_set.labels[test_idx]
+        self.test_idx, self.num_workers = test_idx, run.cfg.data.num_workers
+        self.labels = splits.test_set.labels[test_idx]
+        image_suites = [name for name in self.suites if name in IMAGE_SUITES]
+        # uint8 test images; None: a streamed test set that only the clean suite reads (batch by batch)
+        self.images = None
+        if image_suites or not is_streamed(splits.test_set):
+            self.images = selection_images(splits.test_set, test_idx, num_workers=self.num_workers,
+                                           purpose=f"--suite {','.join(image_suites)}")
         self.corrupted = self.baseline = self.ood_images = None
         self.corruption_names = check_corruption_names(parse_list(request.corruptions))
         if "corruptions" in self.suites:
@@ -235,7 +238,7 @@ class _Plan:
             request.notes.append(f"default OOD dataset {self.ood_name!r} skipped: {exc}")
             self.ood_name = None
             return
-        count = min(len(ood), len(self.images))
+        count = min(len(ood), len(self.test_idx))
         keep = subsample_indices(ood.labels, count, request.seed) if count < len(ood) else torch.arange(len(ood))
         self.ood_images = ood.images[keep]
 
@@ -253,15 +256,16 @@ def evaluate_suite(run_dir: str | Path, request: SuiteRequest | None = None,
     model, batch = run.model.eval(), run.cfg.train.eval_batch_size
     show = show_progress() if request.progress is None else request.progress
     seconds: dict[str, float] = {}
-    updates: dict[str, Any] = {"robustness.suites": plan.suites, "robustness.count": len(plan.images),
+    updates: dict[str, Any] = {"robustness.suites": plan.suites, "robustness.count": len(plan.test_idx),
                                "robustness.subsample": request.subsample, "robustness.seed": request.seed}
     temperature = None
     if {"clean", "corruptions"} & set(plan.suites):
         start = time.perf_counter()
         splits = run.splits
-        val_logits = predict_logits(model, splits.train_set.images[splits.val_idx], batch, device)
+        val_logits = split_logits(model, splits.train_set, splits.val_idx, batch, device, num_workers=plan.num_workers)
         temperature = fit_temperature(val_logits, splits.train_set.labels[splits.val_idx])
-        logits = predict_logits(model, plan.images, batch, device)
+        logits = (predict_logits(model, plan.images, batch, device) if plan.images is not None else
+                  split_logits(model, splits.test_set, plan.test_idx, batch, device, num_workers=plan.num_workers))
         clean, scaled = _stats(logits, plan.labels), _stats(logits / temperature, plan.labels)
         updates.update(_prefixed("clean", clean.compute()))
         updates.update({"temperature.value": temperature, "temperature.fitted_on": "validation",
@@ -317,7 +321,8 @@ def _evaluate_ood(plan: _Plan, model: nn.Module, batch: int, device: torch.devic
     ``ood.auroc_<set>`` keeps the max-softmax AUROC under its original key.
     """
     splits = plan.run.splits
-    noise = gaussian_noise_like(splits.train_set.images[splits.train_idx], len(plan.images), plan.request.seed)
+    noise = gaussian_noise_like(noise_reference(splits.train_set, splits.train_idx, num_workers=plan.num_workers),
+                                len(plan.images), plan.request.seed)
     sets = {"noise": noise}
     if plan.ood_name is not None:
         sets[plan.ood_name] = plan.ood_images
@@ -395,4 +400,4 @@ def _draw(run_dir: Path, metrics: Mapping[str, Any]) -> None:
 
 __all__ = ["SUITES", "RELIABILITY_BINS", "SuiteRequest", "check_reliability_bins", "evaluate_suite",
            "corruption_summary", "mean_corruption_error",
-           "parse_suites", "parse_list", "predict_logits", "DEFAULT_OOD_DATASETS"]
+           "parse_suites", "parse_list", "predict_logits", "DEFAULT_OOD_DATASETS", "IMAGE_SUITES"]
