@@ -340,7 +340,7 @@ def test_load_dataset_rejects_unknown_name_and_split():
     with pytest.raises(ConfigError, match="split"):
         load_dataset("digits", "validation")
     assert set(dataset_names()) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "svhn",
-                                    "imagefolder", "digits", "image_folder_stream"}
+                                    "imagefolder", "digits", "image_folder_stream", "tar_shards"}
 
 
 def test_digits_scaling_and_fixed_stratified_split():

@@ -224,7 +224,7 @@ def cmd_data(argv: Sequence[str]) -> int:
     parser.add_argument("--subsample", type=Optional[int], default=None, help="a stratified subsample of the test set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_size", type=Optional[int], default=None,
-                        help="image_folder_stream only: the side its test images are decoded at")
+                        help="streamed datasets (image_folder_stream, tar_shards) only: the side test images are decoded at")
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads")
     args = parser.parse_args(argv[1:])
     _set_threads(args.threads)

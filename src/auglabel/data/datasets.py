@@ -170,8 +170,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     """Load split ``split`` ("train" or "test") of dataset ``name`` into memory.
 
     ``root`` overrides the data-root lookup of :func:`auglabel.data.roots.resolve_root`.  A streamed dataset
-    (``image_folder_stream``, :mod:`.streaming`) is listed, not read, and returned as a
-    :class:`~.streaming.StreamingImageFolder`; ``options`` (``image_size``, ``crop_scale``) are for those only.
+    (``image_folder_stream``, :mod:`.streaming`; ``tar_shards``, :mod:`.tar_shards`) is listed, not read, and
+    returned as a :class:`~.streaming.StreamingImageFolder` (:class:`~.tar_shards.TarShards` for tar shards);
+    ``options`` (``image_size``, ``crop_scale``) are for those only.
     """
     from .streaming import STREAMED
 

@@ -69,6 +69,55 @@ def crop_box(width: int, height: int, scale_min: float, rng: np.random.Generator
     return left, top, left + w, top + h
 
 
+def decode_image(source: Any, what: str, row: int, *, train: bool, seed: int, epoch: int, image_size: int,
+                 channels: int, crop_scale: float) -> Tensor:
+    """The image at ``source`` (a path or a binary file object, for ``Image.open``) of dataset row ``row`` as
+    uint8 (C, S, S): the seeded random-resized crop of training (``train`` and ``crop_scale < 1``) or the
+    evaluation resize + centre crop; DataError (one line, naming ``what``) when it cannot be decoded.
+    Every streamed dataset decodes through this function, so equal bytes give equal samples."""
+    Image, ImageOps, Unidentified = _pil()
+    size, mode = image_size, "RGB" if channels == 3 else "L"
+    try:
+        with Image.open(source) as image:
+            if train and crop_scale < 1:
+                rng = np.random.default_rng((seed, epoch, row))
+                box = crop_box(image.width, image.height, crop_scale, rng)
+                width = image.width
+                # JPEG: decode at 1/2, 1/4, 1/8 scale while the crop keeps >= S pixels
+                image.draft(mode, (max(1, image.width * size // max(box[2] - box[0], 1)),
+                                   max(1, image.height * size // max(box[3] - box[1], 1))))
+                factor = image.width / width
+                box = tuple(v * factor for v in box)
+                out = image.convert(mode).resize((size, size), Image.BILINEAR, box=box)
+            else:
+                image.draft(mode, (size, size))
+                out = ImageOps.fit(image.convert(mode), (size, size), method=Image.BILINEAR, centering=(0.5, 0.5))
+            array = np.array(out, dtype=np.uint8)  # a writable copy
+    except (Unidentified, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"unreadable image {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def image_channels(source: Any, what: str) -> int:
+    """1 when the image at ``source`` (path or binary file object) is grey, else 3; DataError when unreadable."""
+    Image, _, Unidentified = _pil()
+    try:
+        with Image.open(source) as image:
+            return 1 if image.mode in GREY_MODES else 3
+    except (Unidentified, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"unreadable image {what}: {exc}") from None
+
+
+def check_stream_options(name: str, image_size: Any, crop_scale: Any) -> None:
+    """ConfigError (one line) unless ``image_size`` is an integer >= 1 and ``crop_scale > 0``."""
+    if image_size is None or isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError(f"dataset {name!r} needs data.image_size, an integer >= 1 "
+                          f"(the output side), got {image_size!r}")
+    if not 0 < crop_scale:
+        raise ConfigError(f"data.crop_scale must be > 0, got {crop_scale!r}")
+
+
 class StreamingImageFolder:
     """The files of one split of an image folder, decoded on demand (see the module docstring).
 
@@ -126,32 +175,9 @@ class StreamingImageFolder:
 
     def decode(self, row: int, *, train: bool, seed: int = 0, epoch: int = 0) -> Tensor:
         """Sample ``row`` as uint8 (C, S, S); DataError (one line) when the file cannot be decoded."""
-        Image, ImageOps, Unidentified = _pil()
-        path, size = self.path(row), self.image_size
-        try:
-            with Image.open(path) as image:
-                random_crop = train and self.crop_scale < 1
-                if random_crop:
-                    rng = np.random.default_rng((seed, epoch, row))
-                    box = crop_box(image.width, image.height, self.crop_scale, rng)
-                    width = image.width
-                    # JPEG: decode at 1/2, 1/4, 1/8 scale while the crop keeps >= S pixels
-                    image.draft("RGB" if self.channels == 3 else "L",
-                                (max(1, image.width * size // max(box[2] - box[0], 1)),
-                                 max(1, image.height * size // max(box[3] - box[1], 1))))
-                    factor = image.width / width
-                    box = tuple(v * factor for v in box)
-                    out = image.convert("RGB" if self.channels == 3 else "L").resize(
-                        (size, size), Image.BILINEAR, box=box)
-                else:
-                    image.draft("RGB" if self.channels == 3 else "L", (size, size))
-                    out = ImageOps.fit(image.convert("RGB" if self.channels == 3 else "L"), (size, size),
-                                       method=Image.BILINEAR, centering=(0.5, 0.5))
-                array = np.array(out, dtype=np.uint8)  # a writable copy
-        except (Unidentified, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"unreadable image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+        path = self.path(row)
+        return decode_image(path, str(path), row, train=train, seed=seed, epoch=epoch, image_size=self.image_size,
+                            channels=self.channels, crop_scale=self.crop_scale)
 
     def mean_std(self, max_images: int = MEAN_STD_SAMPLES) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of ``images / 255`` (evaluation transform), estimated on at most
@@ -199,25 +225,24 @@ def open_image_folder_stream(split: str, root: Path | None, *, image_size: int |
     if root is None:
         raise ConfigError("dataset 'image_folder_stream' needs a root: pass --data.root DIR "
                           "holding DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg")
-    if image_size is None or isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"dataset 'image_folder_stream' needs data.image_size, an integer >= 1 "
-                          f"(the output side), got {image_size!r}")
-    if not 0 < crop_scale:
-        raise ConfigError(f"data.crop_scale must be > 0, got {crop_scale!r}")
-    Image, _, Unidentified = _pil()
+    check_stream_options("image_folder_stream", image_size, crop_scale)
     folder, files, labels, classes = list_image_folder(root, split)
     first = folder / os.fsdecode(files[0])
-    try:
-        with Image.open(first) as image:
-            channels = 1 if image.mode in GREY_MODES else 3
-    except (Unidentified, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"unreadable image {first}: {exc}") from None
+    channels = image_channels(first, str(first))
     return StreamingImageFolder(folder, files, labels, classes, "image_folder_stream", image_size=image_size,
                                 channels=channels, crop_scale=crop_scale)
 
 
+def open_tar_shards(split: str, root: Path | None, **options: Any) -> StreamingImageFolder:
+    """Split ``split`` of the WebDataset-style tar shards at ``root`` (:mod:`.tar_shards`)."""
+    from .tar_shards import open_tar_shards as open_shards  # imported here: tar_shards builds on this module
+
+    return open_shards(split, root, **options)
+
+
 #: streamed datasets by config name: ``(split, root, **options) -> StreamingImageFolder``
-STREAMED: dict[str, Callable[..., StreamingImageFolder]] = {"image_folder_stream": open_image_folder_stream}
+STREAMED: dict[str, Callable[..., StreamingImageFolder]] = {"image_folder_stream": open_image_folder_stream,
+                                                            "tar_shards": open_tar_shards}
 
 
 def is_streamed(name: str) -> bool:

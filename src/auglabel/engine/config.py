@@ -17,7 +17,8 @@ class DataConfig:
     """Which dataset and how to split it.
 
     Attributes:
-        name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder, digits or image_folder_stream.
+        name: fashion_mnist, mnist, cifar10, cifar100, svhn, imagefolder, digits, image_folder_stream or
+            tar_shards.
         root: explicit data directory (else env var, user cache, /usr/share/datasets).
         val_size: clean stratified validation split carved from train: a count or a fraction.
         train_subset: a stratified subset of this many training-file samples, validation included (None: all).
@@ -28,8 +29,9 @@ class DataConfig:
             over all K classes.  The validation split is carved out first and never distorted; the run
             directory records what changed in ``distortion.json`` (:mod:`auglabel.data.distortions`).
         image_size, num_workers, crop_scale: for streamed datasets (``image_folder_stream``,
-            :mod:`auglabel.data.streaming`) only: output side, decoding worker processes, and the smallest
-            area fraction of the training random-resized crop (>= 1: resize + centre crop as for evaluation).
+            :mod:`auglabel.data.streaming`; ``tar_shards``, :mod:`auglabel.data.tar_shards`) only: output
+            side, decoding worker processes, and the smallest area fraction of the training random-resized crop
+            (>= 1: resize + centre crop as for evaluation).
     """
 
     name: str = "fashion_mnist"
