@@ -1,6 +1,5 @@
 """WebDataset-style tar shards (data/tar_shards.py): the index, samples equal to the streamed image folder of
 the same files (pixels, random crops, labels, classes, training), decoding workers and one-line errors."""
-import copy
 import gzip
 import io
 import pickle
@@ -15,6 +14,7 @@ from auglabel import Trainer
 from auglabel.data import StreamingImageFolder, StreamingLoader, TarShards, dataset_names, load_dataset
 from auglabel.engine.config import ExperimentConfig
 from auglabel.errors import ConfigError, DataError
+from state_helper import state_of
 
 CLASSES = ["bird", "cat", "dog"]
 SIZES = [(32, 32), (40, 28), (24, 36), (64, 48), (17, 50)]
@@ -190,14 +190,6 @@ def digits_folder(root, per_class=12, test_per_class=3):
     return root
 
 
-def flat(value, prefix=""):
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
-    return {prefix: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)}
-
-
 def test_training_on_shards_equals_training_on_the_folder(tmp_path):
     folder = digits_folder(tmp_path / "digits")
     shards = shards_of_folder(folder, tmp_path / "shards", shard_size=50, classes_txt=False)  # classes "0".."9"
@@ -210,7 +202,7 @@ def test_training_on_shards_equals_training_on_the_folder(tmp_path):
                          "seed": 0}}
         trainer = Trainer(ExperimentConfig.from_dict(raw), tmp_path / name, progress=False)
         metrics = trainer.fit()
-        out[name] = (flat(trainer.step.state_dict()), metrics)
+        out[name] = (state_of(trainer), metrics)
     (a, metrics_a), (b, metrics_b) = out["image_folder_stream"], out["tar_shards"]
     assert a.keys() == b.keys()
     different = [key for key in a if not (torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor)

@@ -3,7 +3,6 @@ calibrate, -C generation and datasets handed to the Trainer.
 
 The folder holds 16x16 RGB PNGs, so with ``crop_scale: 1`` the streamed samples are the very pixels the
 in-memory ``imagefolder`` reads: a streamed run must then give the in-memory run's numbers exactly."""
-import copy
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from auglabel.engine.config import ExperimentConfig
 from auglabel.engine.objects import HandedIn
 from auglabel.errors import ConfigError, DataError
 from auglabel.robustness import sources
+from state_helper import state_of
 
 CLASSES = ["a", "b", "c"]
 SIZE = 16
@@ -53,19 +53,6 @@ def config(data, *, autodo=True, epochs=2):
 
 def stream_data(root, **extra):
     return {"name": "image_folder_stream", "root": str(root), "image_size": SIZE, "crop_scale": 1.0, **extra}
-
-
-def flat(value, prefix=""):
-    """A state dict's tensors (and other leaves) by dotted key, nested dicts and lists included."""
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
-    return {prefix: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)}
-
-
-def state_of(trainer):
-    return flat(trainer.step.state_dict())
 
 
 def assert_same_state(a, b):
