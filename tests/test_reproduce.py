@@ -330,12 +330,14 @@ def test_tiny_paper_end_to_end_then_reused(tmp_path, capsys, monkeypatch):
     third = capsys.readouterr().out
     assert "trained" not in third and not (runs / "tiny-seed1").exists()
     assert "| tiny |" in (out / "table.md").read_text() and log.read_text() == log_text
-    other = Paper("tiny", "A tiny paper", (Group("Clean", "Table 1", (("tiny", "tiny"), ("never", "never"))),),
+    other = Paper("tiny", "A tiny paper", (Group("Clean", "Table 1", (("tiny", "tiny"), ("never", "never")),
+                                                 columns=("distortion",)),),
                   dataset="digits", configs=paper.configs)
     (paper.configs / "never.yaml").write_text((paper.configs / "tiny.yaml").read_text())
     assert run_command(argv[:1] + ["--seeds", "0"] + argv[3:] + ["--report_only"], papers={"tiny": other}) == 0
     fourth = capsys.readouterr().out
     assert "left out of the tables: never" in fourth and "| never |" not in (out / "table.md").read_text()
+    assert "| error % |" in (out / "table.md").read_text()  # a group's own columns survive the missing row
 
 
 def test_failed_job_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

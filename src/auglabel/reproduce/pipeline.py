@@ -8,13 +8,14 @@ paper's reference runs; write ``table.md``, ``results.json`` and the figures.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
-from .papers import Group, Paper, get_paper
+from .papers import Paper, get_paper
 from .plan import Job, Settings, describe_job, plan_jobs, read_metrics
 from .report import write_report
 from .runner import JobResult, Runner, eta_seconds, run_device
@@ -78,8 +79,9 @@ def reproduce(paper: Paper | str, settings: Settings, command: str = "", say: Ca
             if job in finished_jobs:
                 _temperature_scaled_ood(job, settings, say)
         done = {job.stem for job in finished_jobs}
-        groups = [Group(g.title, g.reference, tuple(r for r in g.rows if r[0] in done), g.suites,
-                        g.baseline if g.baseline in done else None) for g in groups if set(g.stems) & done]
+        groups = [dataclasses.replace(g, rows=tuple(r for r in g.rows if r[0] in done),
+                                      baseline=g.baseline if g.baseline in done else None)
+                  for g in groups if set(g.stems) & done]  # every other field (columns, suites) kept
         return _write(paper, groups, finished_jobs, settings, command, time.perf_counter() - start, say)
     if settings.fresh:
         _fresh(jobs)
