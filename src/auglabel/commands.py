@@ -11,7 +11,8 @@ import torch
 
 from .data.loader import DeviceLoader
 from .data.stream_loader import StreamingLoader
-from .data.streaming import StreamingImageFolder, is_streamed
+from .data.streaming import is_streamed
+from .engine.build import loader_for
 from .engine.evaluate import evaluate
 from .engine.runs import LoadedRun, load_run
 from .errors import ConfigError, DataError
@@ -23,11 +24,8 @@ def _loader(run: LoadedRun, split: str, device: torch.device | str, rank: int = 
             world_size: int = 1) -> DeviceLoader | StreamingLoader:
     s = run.splits
     dataset, indices = (s.test_set, s.test_idx) if split == "test" else (s.train_set, s.val_idx)
-    if isinstance(dataset, StreamingImageFolder):
-        return StreamingLoader(dataset, indices, dataset.num_classes, run.cfg.train.eval_batch_size, train=False,
-                               device=device, rank=rank, world_size=world_size, num_workers=run.cfg.data.num_workers)
-    return DeviceLoader(dataset.images, dataset.labels, indices, dataset.num_classes,
-                        run.cfg.train.eval_batch_size, train=False, device=device, rank=rank, world_size=world_size)
+    return loader_for(dataset, indices, run.cfg.train.eval_batch_size, train=False, seed=run.cfg.train.seed,
+                      device=device, rank=rank, world_size=world_size, num_workers=run.cfg.data.num_workers)
 
 
 def evaluate_run(run_dir: str | Path, device: str = "cpu", **suite: Any) -> dict[str, Any]:
@@ -111,8 +109,7 @@ def calibrate_run(run_dir: str | Path, device: str = "cpu", method: str = "tempe
         try:
             _, logits, labels = evaluate(run.model, loader, keep_logits=True, reduce=False)
         finally:
-            if isinstance(loader, StreamingLoader):
-                loader.close()
+            loader.close()
         return logits, labels, torch.arange(len(loader.indices))[shard[0]::shard[1]]
 
     val_logits, val_labels, val_index = logits_of("val")

@@ -137,17 +137,7 @@ def _shuffled(loader: EpochOrder, batch_size: int, seed: int, *, clean: bool = F
     if size < world:
         raise ConfigError(f"autodo: the validation split ({len(loader.indices)} samples) is too small for a "
                           f"hyper batch on {world} processes")
-    shuffled = getattr(loader, "shuffled", None)
-    if shuffled is None:
-        raise ConfigError(f"autodo: its hyper step needs a loader with a shuffled(batch_size, seed) method; "
-                          f"{type(loader).__name__} has none")
-    return shuffled(size, seed, clean=clean)
-
-
-def _close(loader: EpochOrder) -> None:
-    close = getattr(loader, "close", None)  # a streamed loader's worker processes
-    if close is not None:
-        close()
+    return loader.shuffled(size, seed, clean=clean)
 
 
 def _cycle(loader: EpochOrder, epoch: int) -> Iterator[Batch]:
@@ -236,6 +226,6 @@ def hyper_pass(context: Any, owner: nn.Module, settings: HyperSettings, optimize
     finally:
         model.train(was_training)
         val.close()
-        _close(train)
-        _close(val_loader)
+        train.close()
+        val_loader.close()
     return dict(zip(HYPER_SCALARS, (lr, float(val_loss) / batches, float(growth) / batches, float(batches))))

@@ -30,6 +30,9 @@ class EpochOrder:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def close(self) -> None:
+        """Release what the loader holds (a streaming loader's worker processes); a no-op in memory."""
+
     def _order(self) -> Tensor:
         if not self.train:
             return self.indices[self.rank::self.world_size]

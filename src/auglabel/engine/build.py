@@ -85,16 +85,23 @@ def load_splits(cfg: ExperimentConfig, objects: HandedIn = NO_OBJECTS) -> Splits
     return Splits(distorted, test_set, train_idx, val_idx, test_idx, record, clean)
 
 
+def loader_for(dataset: ImageDataset | StreamingImageFolder, indices: Tensor, batch_size: int, *, train: bool,
+               seed: int, device: torch.device | str, rank: int = 0, world_size: int = 1,
+               num_workers: int = 0) -> DeviceLoader | StreamingLoader:
+    """The loader of rows ``indices`` of ``dataset``: in memory, or decoded from disk in ``num_workers``
+    processes for a streamed dataset."""
+    if isinstance(dataset, StreamingImageFolder):
+        return StreamingLoader(dataset, indices, dataset.num_classes, batch_size, train=train, seed=seed,
+                               device=device, rank=rank, world_size=world_size, num_workers=num_workers)
+    return DeviceLoader(dataset.images, dataset.labels, indices, dataset.num_classes, batch_size, train=train,
+                        seed=seed, device=device, rank=rank, world_size=world_size)
+
+
 def make_loader(dataset: ImageDataset, indices: Tensor, cfg: ExperimentConfig, ctx: DistContext,
-                *, train: bool) -> DeviceLoader:
-    batch_size = cfg.train.batch_size if train else cfg.train.eval_batch_size
-    if isinstance(dataset, StreamingImageFolder):  # decoded from disk in cfg.data.num_workers processes
-        return StreamingLoader(dataset, indices, dataset.num_classes, batch_size, train=train, seed=cfg.train.seed,
-                               device=ctx.device, rank=ctx.rank, num_workers=cfg.data.num_workers,
-                               world_size=ctx.world_size if train or ctx.enabled else 1)
-    return DeviceLoader(dataset.images, dataset.labels, indices, dataset.num_classes, batch_size,
-                        train=train, seed=cfg.train.seed, device=ctx.device,
-                        rank=ctx.rank, world_size=ctx.world_size if train or ctx.enabled else 1)
+                *, train: bool) -> DeviceLoader | StreamingLoader:
+    return loader_for(dataset, indices, cfg.train.batch_size if train else cfg.train.eval_batch_size, train=train,
+                      seed=cfg.train.seed, device=ctx.device, rank=ctx.rank,
+                      world_size=ctx.world_size if train or ctx.enabled else 1, num_workers=cfg.data.num_workers)
 
 
 def make_loaders(splits: Splits, cfg: ExperimentConfig, ctx: DistContext) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
