@@ -62,7 +62,9 @@ def test_eager_bypasses_compilation(aot_eager):
     x = torch.randn(4, 3, requires_grad=True)
     y = eager(model)(x)  # second derivatives through an eager call work
     (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
-    assert g.requires_grad
+    (h,) = torch.autograd.grad(g.sum(), x)
+    w = model.weight.detach()  # L = sum((Wx + b)^2): d/dx of sum(dL/dx) = 2 W^T W 1, the same for every row
+    assert torch.allclose(h, (2 * w.T @ w @ torch.ones(3)).expand(4, 3), atol=1e-5)
 
 
 def test_bad_compile_mode_is_a_config_error(digits_config):
